@@ -1,0 +1,36 @@
+# One-command entry points. Everything installs into .venv from the pinned requirements.txt.
+#   make repro   set up, then run the whole DVC pipeline on the default params
+#   make test    set up, then run the test suite
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# stages call `python`: make it the venv's
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup repro test bench repro-check clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+repro: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python benchmarks/train_speed.py
+
+repro-check: setup
+	$(BIN)/python benchmarks/repro_check.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,236 @@
+"""MNIST and Fashion-MNIST: fetching with md5 checks, IDX parsing, binarization, loading."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import struct
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torchvision.datasets import MNIST, FashionMNIST
+
+from .artifacts import atomic_path, write_npz
+
+log = logging.getLogger(__name__)
+
+
+class DataError(RuntimeError):
+    """Bad or unavailable input data; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    mirror_env: str  # environment variable naming a local mirror directory, tried first
+    mirrors: tuple[str, ...]  # public mirrors (base URLs), in order
+    resources: tuple[tuple[str, str, str], ...]  # (file name, official gz md5, official content md5)
+
+
+# md5s of the decompressed official files, as published beside the gz md5s. Debian's
+# dataset-fashion-mnist package ships recompressed gz files (other gzip header, other gz md5)
+# whose content is byte-identical to the official one; a file is accepted when its gz md5 or
+# its content md5 matches the official value.
+CONTENT_MD5 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+
+
+def _dataset(name: str, env: str, tv_class) -> Dataset:
+    """File names, gz md5s and public mirrors come from torchvision, the reference's own loader."""
+    resources = tuple((f, md5, CONTENT_MD5[name][f]) for f, md5 in tv_class.resources)
+    return Dataset(name, env, tuple(tv_class.mirrors), resources)
+
+
+DATASETS = {
+    "mnist": _dataset("mnist", "MNIST_MIRROR", MNIST),
+    "fashion-mnist": _dataset("fashion-mnist", "FASHION_MNIST_MIRROR", FashionMNIST),
+}
+
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+SPLIT_SIZES = {"train": 60000, "test": 10000}
+
+
+def md5sum(path: Path, decompress: bool = False) -> str:
+    """md5 of a file's bytes, or of its gzip-decompressed content."""
+    h = hashlib.md5()
+    with (gzip.open(path, "rb") if decompress else open(path, "rb")) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: Path, md5: str, content_md5: str) -> str | None:
+    """None when the file is an official one (gz md5, or content md5 for a recompressed copy),
+    else a message with the expected and actual md5."""
+    actual = md5sum(path)
+    if actual == md5:
+        return None
+    try:
+        content = md5sum(path, decompress=True)
+    except (OSError, EOFError, zlib.error) as exc:
+        content = f"unreadable gzip ({exc})"
+    if content == content_md5:
+        return None
+    return (f"md5 mismatch: expected {md5}, got {actual} (content md5: expected {content_md5}, got {content}); "
+            "truncated or corrupted file")
+
+
+def _copy_from(source: str, dest: Path, timeout: float) -> None:
+    """Copy a local path or a URL to dest (no checks)."""
+    if "://" in source:
+        with urllib.request.urlopen(source, timeout=timeout) as resp, open(dest, "wb") as out:
+            shutil.copyfileobj(resp, out)
+    else:
+        shutil.copyfile(source, dest)
+
+
+def sources_for(dataset: Dataset, mirror_dir: str | None) -> list[tuple[str, str]]:
+    """(description, base) pairs in the order they are tried: local mirror first, then public."""
+    sources = []
+    if mirror_dir:
+        sources.append((f"{dataset.mirror_env}={mirror_dir}", mirror_dir))
+    sources.extend((url, url) for url in dataset.mirrors)
+    return sources
+
+
+def fetch_file(filename: str, md5: str, content_md5: str, dest_dir: Path, sources: list[tuple[str, str]],
+               timeout: float = 30) -> str:
+    """Fetch one file into dest_dir from the first source that serves it with the right md5.
+
+    Returns the description of the source used. A file that fails its check never reaches
+    dest_dir. When every source fails, raises DataError listing each source and why.
+    """
+    dest = Path(dest_dir) / filename
+    failures = []
+    for desc, base in sources:
+        if "://" not in base and not Path(base).is_dir():
+            failures.append(f"  {desc}: mirror directory does not exist")
+            continue
+        src = base.rstrip("/") + "/" + filename if "://" in base else str(Path(base) / filename)
+        try:
+            with atomic_path(dest) as tmp:
+                _copy_from(src, tmp, timeout)
+                problem = verify(tmp, md5, content_md5)
+                if problem:
+                    raise DataError(f"{filename} from {desc}: {problem}")
+            return desc
+        except DataError as exc:
+            log.warning("%s", exc)
+            failures.append(f"  {desc}: {exc}")
+        except (OSError, ValueError) as exc:  # missing file, network errors (URLError is an OSError)
+            failures.append(f"  {desc}: {type(exc).__name__}: {exc}")
+    raise DataError(f"could not fetch {filename}; sources tried:\n" + "\n".join(failures))
+
+
+def download(dataset: str | Dataset, dest_dir: str | Path, mirror_dir: str | None = None, timeout: float = 30) -> dict:
+    """Fetch the four files of a dataset into dest_dir; return {file: source}."""
+    ds = DATASETS[dataset] if isinstance(dataset, str) else dataset
+    if mirror_dir is None:
+        mirror_dir = os.environ.get(ds.mirror_env) or None
+    sources = sources_for(ds, mirror_dir)
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    used = {}
+    for filename, md5, content_md5 in ds.resources:
+        existing = dest_dir / filename
+        if existing.exists() and verify(existing, md5, content_md5) is None:
+            used[filename] = "already present"
+            continue
+        existing.unlink(missing_ok=True)
+        used[filename] = fetch_file(filename, md5, content_md5, dest_dir, sources, timeout)
+        log.info("%s/%s: md5 ok (from %s)", ds.name, filename, used[filename])
+    return used
+
+
+# IDX parsing. torchvision's reader (datasets.mnist.read_sn3_pascalvincent_tensor) only opens
+# uncompressed files and checks the header with `assert`, so a wrong magic number or a
+# truncated file gives a bare AssertionError or a reshape error from deep inside torch. This
+# parser reads the gz directly and names the file and the problem instead.
+IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # labels (1-d), images (3-d), unsigned bytes
+
+
+def read_idx(path: str | Path, ndim: int) -> np.ndarray:
+    """Read a gzip-compressed IDX file of unsigned bytes with `ndim` dimensions."""
+    path = Path(path)
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: not a readable gzip file (truncated or corrupted?): {exc}") from None
+    header = 4 * (ndim + 1)
+    if len(raw) < 4:
+        raise DataError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
+    (magic,) = struct.unpack(">I", raw[:4])
+    if magic != IDX_MAGIC[ndim]:
+        raise DataError(
+            f"{path}: wrong IDX magic number 0x{magic:08x}, expected 0x{IDX_MAGIC[ndim]:08x} "
+            f"({'images' if ndim == 3 else 'labels'})"
+        )
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(shape)) + header
+    if len(raw) != expected:
+        raise DataError(f"{path}: IDX header says shape {shape} ({expected} bytes), file has {len(raw)} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_split(raw_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images N x 28 x 28 uint8, labels N uint8) of one split, with shape checks."""
+    img_file, lbl_file = SPLIT_FILES[split]
+    images = read_idx(Path(raw_dir) / img_file, 3)
+    labels = read_idx(Path(raw_dir) / lbl_file, 1)
+    n = SPLIT_SIZES[split]
+    if images.shape != (n, 28, 28) or labels.shape != (n,):
+        raise DataError(
+            f"{raw_dir}: {split} split has images {images.shape} and labels {labels.shape}, "
+            f"expected ({n}, 28, 28) and ({n},)"
+        )
+    return images, labels
+
+
+def binarize(images: np.ndarray, threshold: float) -> np.ndarray:
+    """Scale bytes to [0, 1] and set a pixel to 1 when it is >= threshold; flatten to N x 784."""
+    flat = images.reshape(len(images), -1)
+    return (flat.astype(np.float32) / 255.0 >= threshold).astype(np.uint8)
+
+
+def binarize_dataset(raw_dir: str | Path, out_path: str | Path, threshold: float) -> dict:
+    arrays = {}
+    for split in ("train", "test"):
+        images, labels = read_split(raw_dir, split)
+        arrays[f"{split}_x"] = binarize(images, threshold)
+        arrays[f"{split}_y"] = labels.copy()
+    write_npz(out_path, **arrays)
+    return {k: v.shape for k, v in arrays.items()}
+
+
+def load_binarized(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: binarized data not found (run the binarize stage)")
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}

@@ -1,0 +1,29 @@
+"""Stages evaluate-20d / evaluate-2d: IWAE log-likelihood and active units of a trained model,
+written to reports/metrics/eval-<name>.json."""
+
+import argparse
+
+from mnist_vae import artifacts, cli, params
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("model")
+    ap.add_argument("--data", default="data/binarized/mnist.npz")
+    args = ap.parse_args()
+    p = params.load()
+    from mnist_vae.data import load_binarized
+    from mnist_vae.evaluation import evaluate_model
+    from mnist_vae.model import load_checkpoint
+    from mnist_vae.training import make_deterministic, resolve_device, to_tensor
+
+    device = resolve_device(p["train"]["device"])
+    make_deterministic(p["evaluate"]["seed"])
+    model = load_checkpoint(f"models/{args.model}.pt", device)
+    test_x = to_tensor(load_binarized(args.data)["test_x"][:p["train"]["test_limit"]], device)
+    metrics = evaluate_model(model, test_x, p["evaluate"], p["train"]["eval_batch_size"])
+    artifacts.write_json(f"reports/metrics/eval-{args.model}.json", metrics)
+
+
+if __name__ == "__main__":
+    cli.run(main)

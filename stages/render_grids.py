@@ -1,0 +1,52 @@
+"""Stage render-grids: figures of the final models into reports/figures/.
+
+Per model: <name>-reconstructions.png (originals over reconstructions) and <name>-prior-samples.png
+(decoded samples from N(0, I)); per model with a 2-d latent: <name>-manifold.png (the latent
+manifold grid) and <name>-latent-scatter.png (test-set encoder means coloured by digit).
+"""
+
+import argparse
+
+from mnist_vae import artifacts, cli, params
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", default="data/binarized/mnist.npz")
+    ap.add_argument("--out", default="reports/figures")
+    args = ap.parse_args()
+    p = params.load()
+    g = p["grids"]
+    import torch
+
+    from mnist_vae import figures
+    from mnist_vae.data import load_binarized
+    from mnist_vae.model import load_checkpoint
+    from mnist_vae.training import encode_all, make_deterministic, to_tensor
+
+    make_deterministic(g["seed"])
+    device = torch.device("cpu")  # small work: the CPU keeps figures identical across machines
+    ds = load_binarized(args.data)
+    test_x = to_tensor(ds["test_x"][:p["train"]["test_limit"]], device)
+    test_y = ds["test_y"][:p["train"]["test_limit"]]
+    originals = test_x[p["tracking"]["recon_indices"]]
+    for name in p["models"]:
+        model = load_checkpoint(f"models/{name}.pt", device)
+        gen = torch.Generator().manual_seed(g["seed"])
+        with torch.no_grad():
+            recon = figures.recon_frame(model, originals, torch.randn(len(originals), model.latent_dim, generator=gen))
+            prior = torch.randn(g["prior_samples"], model.latent_dim, generator=gen)
+            samples = figures.to_uint8(figures.tile(model.decode(prior), nrow=g["prior_nrow"]))
+        artifacts.write_png(f"{args.out}/{name}-reconstructions.png", figures.upscale(recon.numpy(), g["recon_scale"]))
+        artifacts.write_png(f"{args.out}/{name}-prior-samples.png", samples.numpy())
+        if model.latent_dim == 2:
+            z = figures.manifold_latents(g["manifold_n"], *g["manifold_quantiles"])
+            artifacts.write_png(f"{args.out}/{name}-manifold.png",
+                                figures.manifold_frame(model, z, g["manifold_n"]).numpy())
+            mu, _ = encode_all(model, test_x)
+            fig = figures.latent_scatter(mu.numpy(), test_y, f"{name}: test-set encoder means (n={len(test_y):,})")
+            artifacts.write_figure(f"{args.out}/{name}-latent-scatter.png", fig, dpi=120)
+
+
+if __name__ == "__main__":
+    cli.run(main)

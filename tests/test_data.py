@@ -1,0 +1,147 @@
+import gzip
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+
+from mnist_vae import data
+from mnist_vae.data import DataError
+
+from conftest import MNIST_MIRROR
+
+
+def write_idx(path, array, magic=None):
+    array = np.asarray(array, dtype=np.uint8)
+    magic = magic if magic is not None else (0x0801 if array.ndim == 1 else 0x0803)
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.tobytes())
+    return path
+
+
+def test_read_idx_good_file(tmp_path):
+    images = np.arange(2 * 28 * 28).reshape(2, 28, 28) % 256
+    out = data.read_idx(write_idx(tmp_path / "img.gz", images), 3)
+    assert out.shape == (2, 28, 28) and np.array_equal(out, images)
+    labels = data.read_idx(write_idx(tmp_path / "lbl.gz", [7, 2, 1]), 1)
+    assert labels.tolist() == [7, 2, 1]
+
+
+def test_read_idx_wrong_magic(tmp_path):
+    path = write_idx(tmp_path / "img.gz", np.zeros((1, 28, 28)), magic=0x0801)
+    with pytest.raises(DataError, match=r"img.gz: wrong IDX magic number 0x00000801, expected 0x00000803"):
+        data.read_idx(path, 3)
+
+
+def test_read_idx_truncated_gz(tmp_path):
+    path = write_idx(tmp_path / "img.gz", np.ones((3, 28, 28)))
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(DataError, match="img.gz: not a readable gzip file"):
+        data.read_idx(path, 3)
+
+
+def test_read_idx_payload_shorter_than_header_says(tmp_path):
+    path = tmp_path / "img.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(struct.pack(">IIII", 0x0803, 5, 28, 28) + bytes(100))
+    with pytest.raises(DataError, match=r"header says shape \(5, 28, 28\)"):
+        data.read_idx(path, 3)
+
+
+def test_read_idx_not_gzip(tmp_path):
+    path = tmp_path / "img.gz"
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="not a readable gzip file"):
+        data.read_idx(path, 3)
+
+
+def test_binarize_threshold():
+    images = np.array([[[0, 127, 128, 255]]], dtype=np.uint8)
+    assert data.binarize(images, 0.5).tolist() == [[0, 0, 1, 1]]  # byte >= 128
+    assert data.binarize(images, 0.9).tolist() == [[0, 0, 0, 1]]
+    assert data.binarize(images, 0.001).tolist() == [[0, 1, 1, 1]]
+    assert data.binarize(images, 0.5).dtype == np.uint8
+
+
+def make_dataset(tmp_path, n=3):
+    """A fake dataset of 4 tiny IDX files and its md5 table."""
+    src = tmp_path / "mirror"
+    src.mkdir()
+    resources = []
+    for name, arr in (("a-images.gz", np.ones((n, 28, 28))), ("a-labels.gz", np.arange(n))):
+        write_idx(src / name, arr)
+        raw = gzip.decompress((src / name).read_bytes())
+        resources.append((name, data.md5sum(src / name), hashlib.md5(raw).hexdigest()))
+    return src, data.Dataset("fake", "FAKE_MIRROR", (), tuple(resources))
+
+
+def test_download_from_local_mirror(tmp_path):
+    src, ds = make_dataset(tmp_path)
+    used = data.download(ds, tmp_path / "out", mirror_dir=str(src))
+    assert set(used) == {"a-images.gz", "a-labels.gz"}
+    assert (tmp_path / "out" / "a-images.gz").read_bytes() == (src / "a-images.gz").read_bytes()
+
+
+def test_download_wrong_md5_names_file_source_and_md5s_and_keeps_nothing(tmp_path):
+    src, ds = make_dataset(tmp_path)
+    blob = bytearray((src / "a-images.gz").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte
+    (src / "a-images.gz").write_bytes(bytes(blob))
+    with pytest.raises(DataError) as err:
+        data.download(ds, tmp_path / "out", mirror_dir=str(src))
+    msg = str(err.value)
+    expected_md5 = ds.resources[0][1]
+    assert "a-images.gz" in msg and f"FAKE_MIRROR={src}" in msg
+    assert f"expected {expected_md5}" in msg and f"got {data.md5sum(src / 'a-images.gz')}" in msg
+    assert not (tmp_path / "out" / "a-images.gz").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []  # no temp files either
+
+
+def test_download_truncated_file(tmp_path):
+    src, ds = make_dataset(tmp_path)
+    (src / "a-labels.gz").write_bytes((src / "a-labels.gz").read_bytes()[:10])
+    with pytest.raises(DataError, match="md5 mismatch"):
+        data.download(ds, tmp_path / "out", mirror_dir=str(src))
+    assert not (tmp_path / "out" / "a-labels.gz").exists()
+
+
+def test_missing_mirror_directory_then_public_mirror(tmp_path):
+    """A missing local mirror is reported; the next source (here a file:// 'public' mirror) serves."""
+    src, ds = make_dataset(tmp_path)
+    ds_public = data.Dataset(ds.name, ds.mirror_env, (src.as_uri() + "/",), ds.resources)
+    used = data.download(ds_public, tmp_path / "out", mirror_dir=str(tmp_path / "nowhere"))
+    assert all(s == src.as_uri() + "/" for s in used.values())
+
+
+def test_no_source_works_lists_every_source(tmp_path):
+    _, ds = make_dataset(tmp_path)
+    ds_public = data.Dataset(ds.name, ds.mirror_env, ((tmp_path / "gone").as_uri() + "/",), ds.resources)
+    with pytest.raises(DataError) as err:
+        data.download(ds_public, tmp_path / "out", mirror_dir=str(tmp_path / "nowhere"))
+    msg = str(err.value)
+    assert f"FAKE_MIRROR={tmp_path / 'nowhere'}: mirror directory does not exist" in msg
+    assert (tmp_path / "gone").as_uri() in msg
+
+
+def test_recompressed_copy_with_official_content_is_accepted(tmp_path):
+    """Debian's Fashion-MNIST package recompresses the files: other gz md5, same content."""
+    src, ds = make_dataset(tmp_path)
+    raw = gzip.decompress((src / "a-images.gz").read_bytes())
+    (src / "a-images.gz").write_bytes(gzip.compress(raw, compresslevel=1, mtime=12345))
+    assert data.md5sum(src / "a-images.gz") != ds.resources[0][1]
+    data.download(ds, tmp_path / "out", mirror_dir=str(src))
+    assert (tmp_path / "out" / "a-images.gz").exists()
+
+
+def test_real_mnist_mirror_parses(tmp_path):
+    """The real files from the mirror: md5s, shapes, first labels, pixel mean after binarizing."""
+    data.download("mnist", tmp_path, mirror_dir=MNIST_MIRROR)
+    train_x, train_y = data.read_split(tmp_path, "train")
+    test_x, test_y = data.read_split(tmp_path, "test")
+    assert train_x.shape == (60000, 28, 28) and test_x.shape == (10000, 28, 28)
+    assert train_y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert test_y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert np.bincount(test_y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert data.binarize(train_x, 0.5).mean() == pytest.approx(0.1323, abs=5e-5)
+    assert test_y[[1, 4, 12, 15, 22]].tolist() == [2, 4, 9, 5, 6]  # the reference's tracked digits

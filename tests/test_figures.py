@@ -1,0 +1,114 @@
+import math
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnist_vae import figures
+from mnist_vae.training import Tracker, frame_count, train
+
+
+def test_manifold_coordinates_are_normal_quantiles():
+    g = figures.manifold_coordinates(20, 0.05, 0.95)
+    assert g[0] == pytest.approx(-1.6448536, abs=1e-6)  # Phi^-1(0.05)
+    assert g[-1] == pytest.approx(1.6448536, abs=1e-6)
+    # an independent inverse normal CDF (the standard library's) at the evenly spaced quantiles
+    from statistics import NormalDist
+
+    qs = [0.05 + i * 0.9 / 19 for i in range(20)]
+    assert g == pytest.approx([NormalDist().inv_cdf(q) for q in qs], abs=1e-9)
+    assert g[10] == pytest.approx(0.0594024, abs=1e-6)  # Phi^-1(0.05 + 10 * 0.9 / 19) = Phi^-1(0.5237)
+    assert np.allclose(g, -g[::-1])
+
+
+def test_manifold_tile_is_decoder_output_at_grid_point(small_model):
+    n = 5
+    z = figures.manifold_latents(n, 0.05, 0.95)
+    frame = figures.manifold_frame(small_model, z, n)
+    assert frame.shape == (n * 28, n * 28) and frame.dtype == torch.uint8
+    g = figures.manifold_coordinates(n, 0.05, 0.95)
+    for i, j in ((0, 0), (1, 3), (4, 2)):
+        expected = small_model.decode(torch.tensor([[g[j], g[i]]], dtype=torch.float32)).reshape(28, 28)
+        tile = frame[i * 28:(i + 1) * 28, j * 28:(j + 1) * 28]
+        assert torch.equal(tile, figures.to_uint8(expected))
+
+
+def test_recon_frame_top_row_is_the_originals(small_model):
+    x = (torch.rand(5, 784, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    frame = figures.recon_frame(small_model, x, torch.zeros(5, 2))
+    assert frame.shape == (56, 140)
+    for k in range(5):
+        assert torch.equal(frame[:28, 28 * k:28 * (k + 1)], (x[k] * 255).to(torch.uint8).reshape(28, 28))
+    expected_bottom = figures.to_uint8(small_model.decode(small_model.encode(x)[0])[2].reshape(28, 28))
+    assert torch.equal(frame[28:, 56:84], expected_bottom)
+
+
+@pytest.mark.parametrize("n_images, batch_size, epochs, every", [(300, 128, 2, 4), (256, 128, 3, 10), (100, 10, 1, 5)])
+def test_frame_count_is_one_plus_ceil_batches_over_every(small_model, n_images, batch_size, epochs, every):
+    x = (torch.rand(n_images, 784, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    total = math.ceil(n_images / batch_size) * epochs
+    z = figures.manifold_latents(3, 0.05, 0.95)
+    tracker = Tracker(x[:5].clone(), every, total, z, 3)
+    cfg = {"batch_size": batch_size, "epochs": epochs, "lr": 1e-3, "seed": 0, "eval_batch_size": 100}
+    train(small_model, x, x[:50], cfg, tracker, progress=False)
+    arrays = tracker.arrays()
+    assert len(arrays["recon"]) == len(arrays["manifold"]) == frame_count(total, every) == 1 + math.ceil(total / every)
+    assert arrays["batch"][0] == 0 and arrays["batch"][-1] == total
+    assert arrays["manifold"].shape[1:] == (84, 84)
+    # the last frame shows the final model
+    assert np.array_equal(arrays["manifold"][-1], figures.manifold_frame(small_model, z, 3).numpy())
+
+
+def test_tracking_does_not_change_training():
+    from mnist_vae.model import VAE
+
+    x = (torch.rand(200, 784, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    cfg = {"batch_size": 50, "epochs": 1, "lr": 1e-3, "seed": 0, "eval_batch_size": 100}
+    results = []
+    for tracked in (False, True):
+        torch.manual_seed(5)
+        model = VAE(2, [16])
+        tracker = Tracker(x[:3].clone(), 1, 4, figures.manifold_latents(2, 0.1, 0.9), 2) if tracked else None
+        results.append(train(model, x, x, cfg, tracker, progress=False)["final"]["test_loss"])
+        results.append(model.head.weight.detach().clone())
+    assert results[0] == results[2] and torch.equal(results[1], results[3])
+
+
+def test_gif_frame_count_duration_and_loop(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, size=(23, 10, 12), dtype=np.uint8)
+    spec = {"start": 0, "stop": None, "step": 5, "seconds_per_frame": 0.05}
+    figures.write_gif(tmp_path / "a.gif", figures.upscale(figures.select_frames(frames, spec), 2), 0.05)
+    back = iio.imread(tmp_path / "a.gif", index=None)
+    assert back.shape[0] == 5 and back.shape[1:3] == (20, 24)
+    with Image.open(tmp_path / "a.gif") as im:
+        assert im.n_frames == 5 and im.info["loop"] == 0
+        durations = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            durations.append(im.info["duration"])
+    assert durations == [50] * 5
+    assert iio.immeta(tmp_path / "a.gif")["duration"] == 50
+
+
+def test_reference_gif_frame_counts():
+    frames = np.zeros((470, 1, 1), dtype=np.uint8)  # 1 + ceil(4690 / 10) frames of a 10-epoch run
+    spec = lambda start, stop, step: {"start": start, "stop": stop, "step": step}
+    assert len(figures.select_frames(frames, spec(0, None, 5))) == 94
+    assert len(figures.select_frames(frames, spec(0, 200, 2))) == 100
+    assert len(figures.select_frames(frames, spec(0, 150, 1))) == 150
+
+
+def test_upscale_is_nearest_neighbour():
+    a = np.array([[1, 2], [3, 4]], dtype=np.uint8)
+    assert figures.upscale(a, 2).tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+
+
+def test_latent_scatter_has_one_point_per_image():
+    rng = np.random.default_rng(0)
+    mu, labels = rng.normal(size=(1000, 2)), rng.integers(0, 10, size=1000)
+    fig = figures.latent_scatter(mu, labels, "t")
+    ax = fig.axes[0]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 1000
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [str(d) for d in range(10)]

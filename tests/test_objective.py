@@ -1,0 +1,68 @@
+import math
+
+import pytest
+import torch
+
+from mnist_vae.objective import (batch_loss, bernoulli_nll, iwae_bound, kl_divergence, log_importance_weights,
+                                 log_normal)
+
+
+def test_loss_on_hand_computed_two_image_example():
+    # image 1: x = [1, 0], logits [0, ln 3] -> p = [1/2, 3/4]: BCE = ln 2 + ln 4
+    # image 2: x = [0, 1], same logits       -> BCE = ln 2 + ln(4/3)
+    # KL image 1: mu = [1, 0], logvar = [0, 0]   -> -0.5 * ((1 + 0 - 1 - 1) + (1 + 0 - 0 - 1)) = 0.5
+    # KL image 2: mu = [0, 0], logvar = [ln 2, 0] -> -0.5 * ((1 + ln 2 - 0 - 2) + 0) = 0.5 - 0.5 ln 2
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    logits = torch.tensor([[0.0, math.log(3)], [0.0, math.log(3)]])
+    mu = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    logvar = torch.tensor([[0.0, 0.0], [math.log(2), 0.0]])
+    bce, kl = batch_loss(logits, x, mu, logvar)
+    assert bce.item() == pytest.approx(3 * math.log(2) + math.log(2) + math.log(4 / 3), rel=1e-6)
+    assert kl.item() == pytest.approx(1.0 - 0.5 * math.log(2), rel=1e-6)
+    per_image = (bce + kl).item() / 2
+    assert per_image == pytest.approx((3.5 * math.log(2) + math.log(4 / 3) + 1.0) / 2, rel=1e-6)
+    assert bernoulli_nll(logits, x).tolist() == pytest.approx([3 * math.log(2), math.log(2) + math.log(4 / 3)])
+
+
+def test_logits_loss_equals_probability_bce():
+    torch.manual_seed(1)
+    logits = torch.randn(4, 784)
+    x = (torch.rand(4, 784) > 0.5).float()
+    ref = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), x, reduction="sum")
+    assert bernoulli_nll(logits, x).sum().item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_kl_closed_form_matches_monte_carlo():
+    gen = torch.Generator().manual_seed(3)
+    mu = torch.tensor([0.7, -1.2, 0.1])
+    logvar = torch.tensor([-0.5, 0.4, -2.0])
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(400_000, 3, generator=gen, dtype=torch.float64)
+    zero = torch.zeros(3, dtype=torch.float64)
+    mc = (log_normal(z, mu.double(), logvar.double()) - log_normal(z, zero, zero)).mean().item()
+    exact = kl_divergence(mu, logvar).item()
+    assert mc == pytest.approx(exact, abs=0.01)
+    assert exact == pytest.approx(-0.5 * sum(1 + lv - m * m - math.exp(lv) for m, lv in zip(mu.tolist(), logvar.tolist())))
+
+
+def test_iwae_with_one_sample_equals_single_sample_elbo(small_model):
+    x = (torch.rand(6, 784, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    bound = iwae_bound(small_model, x, k=1, generator=torch.Generator().manual_seed(9))
+    eps = torch.randn((1, 6, 2), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        mu, logvar = small_model.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * eps[0]
+        elbo = (-bernoulli_nll(small_model.decode_logits(z), x) + log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+                - log_normal(z, mu, logvar))
+    assert torch.allclose(bound, elbo, atol=1e-4)
+    assert torch.allclose(bound, log_importance_weights(small_model, x, eps)[0], atol=1e-4)
+
+
+def test_iwae_bound_tightens_with_more_samples(small_model):
+    x = (torch.rand(32, 784, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+    k1 = iwae_bound(small_model, x, k=1, generator=torch.Generator().manual_seed(2))
+    k100 = iwae_bound(small_model, x, k=100, generator=torch.Generator().manual_seed(3), chunk=30)
+    assert k100.mean() >= k1.mean()
+    # chunking does not change the estimate
+    a = iwae_bound(small_model, x, k=60, generator=torch.Generator().manual_seed(4), chunk=60)
+    b = iwae_bound(small_model, x, k=60, generator=torch.Generator().manual_seed(4), chunk=60)
+    assert torch.equal(a, b)

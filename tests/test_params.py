@@ -1,0 +1,74 @@
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mnist_vae import params
+from mnist_vae.params import ParamsError
+
+from conftest import REPO
+
+
+@pytest.fixture
+def raw():
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_repository_params_are_valid(raw):
+    p = params.validate(raw)
+    assert p["models"]["vae2d"]["decoder_hidden"] == [150, 400]  # null -> mirrored encoder
+    assert p["models"]["vae20d"]["decoder_hidden"] == [400]
+    assert p["train"]["epochs"] == 10 and p["train"]["batch_size"] == 128 and p["train"]["seed"] == 199
+
+
+@pytest.mark.parametrize("path, value, key", [
+    (("train", "epochs"), 0, "train.epochs"),
+    (("train", "epochs"), "10", "train.epochs"),
+    (("train", "epochs"), 2.5, "train.epochs"),
+    (("models", "vae20d", "latent_dim"), -1, "models.vae20d.latent_dim"),
+    (("models", "vae2d", "encoder_hidden"), [400, 0], "models.vae2d.encoder_hidden[1]"),
+    (("train", "lr"), 0, "train.lr"),
+    (("train", "device"), "gpu", "train.device"),
+    (("data", "threshold"), 1.5, "data.threshold"),
+    (("tracking", "enabled"), "yes", "tracking.enabled"),
+    (("grids", "manifold_quantiles"), [0.9, 0.1], "grids.manifold_quantiles"),
+    (("gifs", "recon_all", "step"), 0, "gifs.recon_all.step"),
+    (("anomaly", "model"), "vae3d", "anomaly.model"),
+])
+def test_bad_values_name_the_key(raw, path, value, key):
+    bad = copy.deepcopy(raw)
+    node = bad
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(ParamsError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        params.validate(bad)
+
+
+def test_unknown_and_missing_keys(raw):
+    bad = copy.deepcopy(raw)
+    bad["train"]["epoch"] = 3
+    with pytest.raises(ParamsError, match="unknown key 'train.epoch'"):
+        params.validate(bad)
+    bad = copy.deepcopy(raw)
+    del bad["train"]["lr"]
+    with pytest.raises(ParamsError, match="missing key 'train.lr'"):
+        params.validate(bad)
+
+
+def test_cuda_device_names_are_accepted(raw):
+    raw["train"]["device"] = "cuda:1"
+    assert params.validate(raw)["train"]["device"] == "cuda:1"
+
+
+def test_stage_with_impossible_param_stops_before_writing(tmp_path, raw):
+    """The train stage exits non-zero naming the key, and touches no output."""
+    raw["train"]["epochs"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "vae20d"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "train.epochs" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
