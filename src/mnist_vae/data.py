@@ -105,12 +105,17 @@ def _copy_from(source: str, dest: Path, timeout: float) -> None:
         shutil.copyfile(source, dest)
 
 
+OFFLINE_ENV = "MNIST_VAE_OFFLINE"  # set to 1 to try the local mirror only, never the network
+
+
 def sources_for(dataset: Dataset, mirror_dir: str | None) -> list[tuple[str, str]]:
-    """(description, base) pairs in the order they are tried: local mirror first, then public."""
+    """(description, base) pairs in the order they are tried: local mirror first, then public
+    (unless $MNIST_VAE_OFFLINE=1)."""
     sources = []
     if mirror_dir:
         sources.append((f"{dataset.mirror_env}={mirror_dir}", mirror_dir))
-    sources.extend((url, url) for url in dataset.mirrors)
+    if os.environ.get(OFFLINE_ENV, "") not in ("1", "true", "yes"):
+        sources.extend((url, url) for url in dataset.mirrors)
     return sources
 
 
@@ -140,6 +145,8 @@ def fetch_file(filename: str, md5: str, content_md5: str, dest_dir: Path, source
             failures.append(f"  {desc}: {exc}")
         except (OSError, ValueError) as exc:  # missing file, network errors (URLError is an OSError)
             failures.append(f"  {desc}: {type(exc).__name__}: {exc}")
+    if not failures:
+        failures.append(f"  (no source: set {OFFLINE_ENV}=0 or a mirror directory)")
     raise DataError(f"could not fetch {filename}; sources tried:\n" + "\n".join(failures))
 
 
