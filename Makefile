@@ -30,7 +30,7 @@ bench: setup
 	$(BIN)/python benchmarks/train_speed.py
 
 repro-check: setup
-	$(BIN)/python benchmarks/repro_check.py
+	$(BIN)/python tools/repro_check.py
 
 clean-venv:
 	rm -rf $(VENV)

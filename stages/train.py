@@ -24,9 +24,9 @@ def main() -> None:
     out = fit(p, args.model, args.data)
     frames = out["frames"] if out["frames"] is not None else {}
     artifacts.write_npz(f"data/tracking/{args.model}.npz", **frames)
-    artifacts.write_csv(f"reports/plots/history-{args.model}.csv", pd.DataFrame(out["history"]))
+    artifacts.write_csv(f"reports/plots/history-{args.model}.csv", pd.DataFrame(out["history"]).drop(columns="seconds"))
     artifacts.write_json(f"reports/metrics/train-{args.model}.json", out["metrics"])
-    artifacts.write_torch(f"models/{args.model}.pt", checkpoint(out["model"], metrics=out["metrics"]))
+    artifacts.write_torch(f"models/{args.model}.pt", checkpoint(out["model"], train=p["train"]))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -46,10 +47,19 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """Compressed .npz, written atomically."""
+    """Compressed .npz (readable by np.load), written atomically and byte-reproducibly.
+
+    np.savez_compressed stamps each member with the current time, so the same arrays give a
+    different file (and a different DVC hash) on every run; this writes the same format with a
+    fixed timestamp.
+    """
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, array in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(info, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
 
 
 def write_csv(path: str | Path, frame) -> None:

@@ -1,0 +1,64 @@
+"""Reproduction gate (make repro-check; CI runs it after the tests), from a clean clone:
+
+1. `dvc repro` of the whole pipeline on the default params succeeds;
+2. `dvc status` then reports nothing to do;
+3. a second `dvc repro` runs no stage;
+4. the metrics agree with the committed ones (`dvc metrics diff --all --json HEAD`) within the
+   tolerances in tolerances.yaml; on drift it prints the table and fails.
+
+--compare-only runs step 4 alone (on the metrics in the working tree).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mnist_vae import gate
+
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def step(title: str, args: list[str], capture: bool = False) -> tuple[str, float]:
+    print(f"== {title}: {' '.join(args)}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, text=True, capture_output=capture)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        if capture:
+            print(proc.stdout, proc.stderr, sep="\n")
+        sys.exit(f"repro-check: FAILED at '{title}' (exit {proc.returncode})")
+    return (proc.stdout if capture else ""), seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare-only", action="store_true")
+    ap.add_argument("--rev", default="HEAD", help="the commit whose metrics are the reference")
+    args = ap.parse_args()
+    timings = {}
+    if not args.compare_only:
+        _, timings["dvc repro (full)"] = step("reproduce", [DVC, "repro"])
+        out, _ = step("status", [DVC, "status"], capture=True)
+        if "up to date" not in out:
+            sys.exit(f"repro-check: FAILED: `dvc status` after repro is not clean:\n{out}")
+        out, timings["dvc repro (no-op)"] = step("second repro", [DVC, "repro"], capture=True)
+        if "Running stage" in out:
+            sys.exit(f"repro-check: FAILED: the second `dvc repro` ran stages:\n{out}")
+    out, _ = step("metrics diff", [DVC, "metrics", "diff", "--all", "--json", args.rev], capture=True)
+    rows = gate.compare(json.loads(out or "{}"), gate.load_rules())
+    print(gate.table(rows))
+    for name, seconds in timings.items():
+        print(f"{name}: {seconds:.1f} s")
+    drift = [r for r in rows if not r.ok]
+    if not rows:
+        sys.exit("repro-check: FAILED: no metrics to compare")
+    if drift:
+        sys.exit(f"repro-check: FAILED: {len(drift)} metric(s) drifted beyond tolerance (see DRIFT rows above)")
+    print(f"repro-check: OK ({len(rows)} metrics within tolerance)")
+
+
+if __name__ == "__main__":
+    main()
