@@ -112,3 +112,12 @@ def test_latent_scatter_has_one_point_per_image():
     ax = fig.axes[0]
     assert sum(len(c.get_offsets()) for c in ax.collections) == 1000
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [str(d) for d in range(10)]
+
+
+@pytest.mark.parametrize("k, nrow", [(400, 20), (64, 8), (5, 5), (7, 3)])
+def test_tile_matches_torchvision_make_grid(k, nrow):
+    from torchvision.utils import make_grid
+
+    images = torch.rand(k, 784)
+    expected = make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=0)[0]
+    assert torch.equal(figures.tile(images, nrow), expected)

@@ -19,6 +19,7 @@ import yaml
 from PIL import Image
 
 from conftest import FASHION_MIRROR, MNIST_MIRROR, REPO
+from mnist_vae.workspace import copy_worktree, dvc_exe, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +34,7 @@ STAGES = {"download", "binarize", "train-20d", "train-2d", "evaluate-20d", "eval
 
 
 def env():
-    e = dict(os.environ)
-    e["PATH"] = str(Path(sys.executable).parent) + os.pathsep + e.get("PATH", "")  # stages' `python`
-    e.update(MNIST_MIRROR=MNIST_MIRROR, FASHION_MNIST_MIRROR=FASHION_MIRROR, MNIST_VAE_OFFLINE="1",
-             DVC_NO_ANALYTICS="1")
-    return e
+    return tool_env(MNIST_MIRROR=MNIST_MIRROR, FASHION_MNIST_MIRROR=FASHION_MIRROR, MNIST_VAE_OFFLINE="1")
 
 
 def sh(args, cwd, check=True, **kw):
@@ -48,7 +45,7 @@ def sh(args, cwd, check=True, **kw):
 
 
 def dvc(*args, cwd, check=True):
-    return sh([str(Path(sys.executable).parent / "dvc"), *args], cwd, check)
+    return sh([dvc_exe(), *args], cwd, check)
 
 
 def set_params(repo: Path, overrides: dict) -> None:
@@ -83,12 +80,7 @@ def downstream_of(repo: Path, stages: set[str]) -> set[str]:
 def repo(tmp_path_factory):
     """A git repository holding this working tree with the fast profile, reproduced once."""
     root = tmp_path_factory.mktemp("pipeline") / "repo"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
+    copy_worktree(REPO, root, commit=False)
     set_params(root, FAST)
     sh(["git", "init", "-q"], root)
     sh(["git", "add", "-A"], root)
@@ -193,7 +185,7 @@ def test_training_is_deterministic(repo):
 def test_killed_training_leaves_no_partial_model_and_repro_recovers(repo):
     saved = (repo / "params.yaml").read_text()
     set_params(repo, {"train": {"epochs": 50}})
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro", "train-20d"], cwd=repo, env=env(),
+    proc = subprocess.Popen([dvc_exe(), "repro", "train-20d"], cwd=repo, env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 120
     seen = ""

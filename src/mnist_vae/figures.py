@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.stats import norm
-from torchvision.utils import make_grid
 
 from .artifacts import atomic_path
 
@@ -32,9 +31,15 @@ def to_uint8(probs: torch.Tensor) -> torch.Tensor:
 
 
 def tile(images: torch.Tensor, nrow: int) -> torch.Tensor:
-    """k x 784 images as one gray grid (torchvision's make_grid, no padding), nrow per row."""
-    grid = make_grid(images.reshape(-1, 1, SIDE, SIDE), nrow=nrow, padding=0)
-    return grid[0]
+    """k x 784 images as one gray grid, nrow per row, no padding: the pixels of torchvision's
+    make_grid(padding=0) (a test checks that). Done with one reshape/permute because make_grid
+    took 5.3 ms for a 20 x 20 manifold frame against 0.06 ms here (it copies each tile into a
+    3-channel canvas), which made frame tracking cost 20 % of the 2-d model's training time."""
+    k = len(images)
+    rows = -(-k // nrow)
+    if rows * nrow != k:  # pad the last row with black tiles, as make_grid does
+        images = torch.cat([images, images.new_zeros(rows * nrow - k, images.shape[-1])])
+    return images.reshape(rows, nrow, SIDE, SIDE).permute(0, 2, 1, 3).reshape(rows * SIDE, nrow * SIDE)
 
 
 @torch.no_grad()

@@ -132,7 +132,7 @@ def train(model, train_x: torch.Tensor, test_x: torch.Tensor, cfg: dict[str, Any
     n_batches = math.ceil(n / bs)
     gen = torch.Generator(device=device).manual_seed(cfg["seed"])
     eval_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 1)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], foreach=True)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], fused=True)
     model.train()
     history = []
     if tracker is not None:
