@@ -106,15 +106,17 @@ def test_download_truncated_file(tmp_path):
     assert not (tmp_path / "out" / "a-labels.gz").exists()
 
 
-def test_missing_mirror_directory_then_public_mirror(tmp_path):
+def test_missing_mirror_directory_then_public_mirror(tmp_path, monkeypatch):
     """A missing local mirror is reported; the next source (here a file:// 'public' mirror) serves."""
+    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
     src, ds = make_dataset(tmp_path)
     ds_public = data.Dataset(ds.name, ds.mirror_env, (src.as_uri() + "/",), ds.resources)
     used = data.download(ds_public, tmp_path / "out", mirror_dir=str(tmp_path / "nowhere"))
     assert all(s == src.as_uri() + "/" for s in used.values())
 
 
-def test_no_source_works_lists_every_source(tmp_path):
+def test_no_source_works_lists_every_source(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
     _, ds = make_dataset(tmp_path)
     ds_public = data.Dataset(ds.name, ds.mirror_env, ((tmp_path / "gone").as_uri() + "/",), ds.resources)
     with pytest.raises(DataError) as err:
@@ -122,6 +124,17 @@ def test_no_source_works_lists_every_source(tmp_path):
     msg = str(err.value)
     assert f"FAKE_MIRROR={tmp_path / 'nowhere'}: mirror directory does not exist" in msg
     assert (tmp_path / "gone").as_uri() in msg
+
+
+def test_offline_mode_skips_public_mirrors(tmp_path, monkeypatch):
+    src, ds = make_dataset(tmp_path)
+    ds_public = data.Dataset(ds.name, ds.mirror_env, (src.as_uri() + "/",), ds.resources)
+    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    with pytest.raises(DataError, match="mirror directory does not exist") as err:
+        data.download(ds_public, tmp_path / "out", mirror_dir=str(tmp_path / "nowhere"))
+    assert src.as_uri() not in str(err.value)
+    monkeypatch.setenv(data.OFFLINE_ENV, "0")
+    data.download(ds_public, tmp_path / "out", mirror_dir=str(tmp_path / "nowhere"))
 
 
 def test_recompressed_copy_with_official_content_is_accepted(tmp_path):

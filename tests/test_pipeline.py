@@ -83,6 +83,8 @@ def repo(tmp_path_factory):
     copy_worktree(REPO, root, commit=False)
     set_params(root, FAST)
     sh(["git", "init", "-q"], root)
+    sh(["git", "config", "user.name", "pipeline test"], root)  # `dvc exp run` commits experiments
+    sh(["git", "config", "user.email", "test@localhost"], root)
     sh(["git", "add", "-A"], root)
     sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fast profile"], root)
     t0 = time.perf_counter()
@@ -287,3 +289,18 @@ def test_gate_fails_with_table_when_a_committed_metric_differs(repo):
         assert "drifted beyond tolerance" in proc.stderr
     finally:
         sh(["git", "reset", "-q", "--hard", "HEAD~1"], repo)
+
+
+def test_dvc_exp_run_with_a_set_param_reruns_only_what_depends_on_it(repo):
+    try:
+        proc = dvc("exp", "run", "-S", "gifs.recon_all.step=3", cwd=repo)
+        out = proc.stdout + proc.stderr
+        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+        assert ran == {"render-gifs"}, out[-3000:]
+        with Image.open(repo / "reports/gifs/vae20d-reconstruction-all.gif") as im:
+            assert im.n_frames == len(range(0, 1 + math.ceil(8 / 2), 3))
+        assert "gifs.recon_all.step" in dvc("exp", "show", "--csv", cwd=repo).stdout
+    finally:
+        sh(["git", "reset", "-q", "--hard"], repo)
+        dvc("checkout", "--force", cwd=repo)
+    assert changed_stages(repo) == set()
