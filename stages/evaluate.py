@@ -1,5 +1,6 @@
 """Stages evaluate-20d / evaluate-2d: IWAE log-likelihood and active units of a trained model,
-written to reports/metrics/eval-<name>.json."""
+written to reports/metrics/eval-<name>.json, with the per-image IWAE NLL and the per-dimension
+variance of the encoder means in data/evaluation/<name>.npz."""
 
 import argparse
 
@@ -21,8 +22,9 @@ def main() -> None:
     make_deterministic(p["evaluate"]["seed"])
     model = load_checkpoint(f"models/{args.model}.pt", device)
     test_x = to_tensor(load_binarized(args.data)["test_x"][:p["train"]["test_limit"]], device)
-    metrics = evaluate_model(model, test_x, p["evaluate"], p["train"]["eval_batch_size"])
-    artifacts.write_json(f"reports/metrics/eval-{args.model}.json", metrics)
+    result = evaluate_model(model, test_x, p["evaluate"], p["train"]["eval_batch_size"])
+    artifacts.write_npz(f"data/evaluation/{args.model}.npz", **result["arrays"])
+    artifacts.write_json(f"reports/metrics/eval-{args.model}.json", result["metrics"])
 
 
 if __name__ == "__main__":

@@ -66,3 +66,19 @@ def test_iwae_bound_tightens_with_more_samples(small_model):
     a = iwae_bound(small_model, x, k=60, generator=torch.Generator().manual_seed(4), chunk=60)
     b = iwae_bound(small_model, x, k=60, generator=torch.Generator().manual_seed(4), chunk=60)
     assert torch.equal(a, b)
+
+
+def test_active_units_counts_dimensions_whose_mean_varies():
+    from mnist_vae.evaluation import active_units
+
+    class Fixed:
+        """An encoder whose means vary a lot in dim 0, a little in dim 1, not at all in dim 2."""
+
+        def encode(self, x):
+            t = x[:, :1]
+            return torch.cat([3 * t, 0.05 * t, torch.zeros_like(t)], dim=1), torch.zeros(len(x), 3)
+
+    x = torch.linspace(-1, 1, 101).reshape(-1, 1)
+    n, variance = active_units(Fixed(), x, threshold=0.01)
+    assert n == 1
+    assert variance.tolist() == pytest.approx([9 * x.var().item(), 0.0025 * x.var().item(), 0.0], rel=1e-5)

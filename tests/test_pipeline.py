@@ -109,6 +109,9 @@ def test_all_stages_ran_and_produced_their_outputs(repo):
     assert history[0].startswith("epoch,train_loss,test_loss") and len(history) == 2
     ev = json.loads((repo / "reports/metrics/eval-vae20d.json").read_text())
     assert ev["test_iwae_nll"] < ev["test_neg_elbo"] and 0 <= ev["active_units"] <= 20
+    with np.load(repo / "data/evaluation/vae20d.npz") as f:
+        assert f["iwae_nll"].shape == (100,) and f["latent_mean_variance"].shape == (20,)
+        assert f["iwae_nll"].mean() == pytest.approx(ev["test_iwae_nll"], rel=1e-5)
 
 
 def test_binarized_data_and_tracking_frames(repo):

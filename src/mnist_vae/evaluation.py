@@ -44,7 +44,8 @@ def iwae_nll(model, x: torch.Tensor, k: int, seed: int, chunk: int = 100, images
 
 def evaluate_model(model, test_x: torch.Tensor, cfg: dict[str, Any], eval_batch_size: int,
                    progress: bool = True) -> dict[str, Any]:
-    """Metrics of a trained model on the test set: ELBO, IWAE NLL, active units."""
+    """Metrics of a trained model on the test set (ELBO, IWAE NLL, active units) and the
+    per-image IWAE NLL and per-dimension variance of the encoder means behind them."""
     t0 = time.perf_counter()
     elbo = evaluate(model, test_x, eval_batch_size, torch.Generator(device=test_x.device).manual_seed(cfg["seed"]))
     iwae_x = test_x[:cfg["iwae_images"]]
@@ -62,4 +63,5 @@ def evaluate_model(model, test_x: torch.Tensor, cfg: dict[str, Any], eval_batch_
     }
     log.info("neg ELBO %.2f, IWAE NLL (K=%d) %.2f, active units %d/%d", metrics["test_neg_elbo"],
              cfg["iwae_k"], metrics["test_iwae_nll"], n_active, model.latent_dim)
-    return metrics
+    arrays = {"iwae_nll": nll.cpu().numpy(), "latent_mean_variance": variance.cpu().numpy()}
+    return {"metrics": metrics, "arrays": arrays}
