@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .objective import batch_loss, kl_divergence
+from .objective import batch_loss
 from .figures import manifold_latents, manifold_frame, recon_frame
 
 log = logging.getLogger(__name__)
