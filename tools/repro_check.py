@@ -16,11 +16,11 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from mnist_vae import gate
+from mnist_vae.workspace import dvc_exe
 
-DVC = str(Path(sys.executable).parent / "dvc")
+DVC = dvc_exe()
 
 
 def step(title: str, args: list[str], capture: bool = False) -> tuple[str, float]:
