@@ -121,3 +121,13 @@ def test_tile_matches_torchvision_make_grid(k, nrow):
     images = torch.rand(k, 784)
     expected = make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=0)[0]
     assert torch.equal(figures.tile(images, nrow), expected)
+
+
+def test_tracked_index_beyond_the_test_set_is_a_params_error(small_model):
+    from mnist_vae.params import ParamsError
+    from mnist_vae.training import make_tracker
+
+    tracking = {"enabled": True, "every": 10, "recon_indices": [1, 40], "manifold_n": 3,
+                "manifold_quantiles": [0.05, 0.95]}
+    with pytest.raises(ParamsError, match="tracking.recon_indices"):
+        make_tracker(small_model, torch.zeros(30, 784), tracking, 100, 0)

@@ -33,15 +33,18 @@ def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch
     return -0.5 * torch.sum(LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp(), dim=-1)
 
 
-def log_importance_weights(model, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """log p(x, z_k) - log q(z_k | x) for z_k = mu + sigma * eps[k]; eps is K x B x D, result K x B."""
-    mu, logvar = model.encode(x)
+def _log_weights(model, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     z = mu + torch.exp(0.5 * logvar) * eps
     logits = model.decode_logits(z)
     log_px_z = -bernoulli_nll(logits, x.expand_as(logits))
     log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
-    log_qz = log_normal(z, mu, logvar)
-    return log_px_z + log_pz - log_qz
+    return log_px_z + log_pz - log_normal(z, mu, logvar)
+
+
+def log_importance_weights(model, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """log p(x, z_k) - log q(z_k | x) for z_k = mu + sigma * eps[k]; eps is K x B x D, result K x B."""
+    mu, logvar = model.encode(x)
+    return _log_weights(model, x, mu, logvar, eps)
 
 
 @torch.no_grad()
@@ -52,16 +55,12 @@ def iwae_bound(model, x: torch.Tensor, k: int, generator: torch.Generator, chunk
     running logsumexp, so memory is chunk x B x 784 whatever K is.
     """
     mu, logvar = model.encode(x)
-    std = torch.exp(0.5 * logvar)
     total = torch.full((x.shape[0],), -math.inf, device=x.device)
     done = 0
     while done < k:
         n = min(chunk, k - done)
         eps = torch.randn((n, *mu.shape), generator=generator, device=x.device)
-        z = mu + std * eps
-        logits = model.decode_logits(z)
-        log_w = (-bernoulli_nll(logits, x.expand_as(logits)) + log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
-                 - log_normal(z, mu, logvar))
+        log_w = _log_weights(model, x, mu, logvar, eps)
         total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
         done += n
     return total - math.log(k)

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .objective import batch_loss
+from .params import ParamsError
 from .figures import manifold_latents, manifold_frame, recon_frame
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"params: 'train.device' is {name!r} but CUDA is not available here")
+        raise ParamsError(f"params: 'train.device' is {name!r} but CUDA is not available here")
     return torch.device(name)
 
 
@@ -113,7 +114,8 @@ def make_tracker(model, test_x: torch.Tensor, tracking: dict[str, Any], total_ba
         return None
     idx = tracking["recon_indices"]
     if max(idx) >= len(test_x):
-        raise ValueError(f"params: 'tracking.recon_indices' has index {max(idx)} but the test set has {len(test_x)} images")
+        raise ParamsError(f"params: 'tracking.recon_indices' has index {max(idx)} but the test set has "
+                          f"{len(test_x)} images")
     manifold_z = None
     if model.latent_dim == 2:
         manifold_z = manifold_latents(tracking["manifold_n"], *tracking["manifold_quantiles"]).to(test_x.device)
