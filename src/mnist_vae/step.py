@@ -1,5 +1,5 @@
 """The training step: the negative ELBO of a batch, its gradients written out by hand into
-preallocated buffers, then one fused Adam update.
+preallocated buffers, and Adam's fused update applied layer by layer during the backward pass.
 
 Why not autograd: this model is five small matrix products deep, and on the 2-core CPU the
 autograd step spent about half its time outside the matrix products (graph bookkeeping, some
@@ -110,7 +110,6 @@ class ElboStep:
         self.adam = LayerAdam([*self.encoder, self.head, *self.decoder], lr)
         self.total = torch.zeros((), device=params[0].device, dtype=params[0].dtype)
         self._buffers: dict[int, _Buffers] = {}
-        self._update = False
 
     def buffers(self, n: int) -> _Buffers:
         if n not in self._buffers:
@@ -130,7 +129,6 @@ class ElboStep:
     def forward_backward(self, x: torch.Tensor, eps: torch.Tensor, update: bool = False) -> None:
         """Fill every parameter's .grad with the gradient of the batch's summed negative ELBO
         and add that loss to ``total``; with ``update``, also apply Adam layer by layer."""
-        self._update = update
         if update:
             self.adam.begin_step()
         b = self.buffers(x.shape[0])
@@ -160,28 +158,29 @@ class ElboStep:
         inputs = [b.z, *b.dec]
         grads = [b.z_grad, *b.dec_grad]
         for k in reversed(range(len(self.decoder))):
-            g = self._linear_backward(self.decoder[k], g, inputs[k], grads[k], relu=k > 0)
+            g = self._linear_backward(self.decoder[k], g, inputs[k], grads[k], k > 0, update)
         # through the reparameterisation and the KL term, into [d mu | d logvar]
         dmu, dlogvar = b.head_grad[:, :d], b.head_grad[:, d:]
         torch.add(b.z_grad, mu, out=dmu)
         torch.mul(b.z_grad, eps, out=dlogvar).mul_(b.std).addcmul_(b.std, b.std).sub_(1).mul_(0.5)
-        g = self._linear_backward(self.head, b.head_grad, b.enc[-1], b.enc_grad[-1], relu=True)
+        g = self._linear_backward(self.head, b.head_grad, b.enc[-1], b.enc_grad[-1], True, update)
         inputs = [x, *b.enc]
         grads = [None, *b.enc_grad]
         for k in reversed(range(len(self.encoder))):
-            g = self._linear_backward(self.encoder[k], g, inputs[k], grads[k], relu=True)
+            g = self._linear_backward(self.encoder[k], g, inputs[k], grads[k], True, update)
 
     def _linear_backward(self, lin: nn.Linear, g: torch.Tensor, h_in: torch.Tensor, g_in: torch.Tensor | None,
-                         relu: bool) -> torch.Tensor | None:
+                         relu: bool, update: bool) -> torch.Tensor | None:
         """Weight and bias gradients of ``lin`` from its output gradient g; returns the gradient
-        with respect to its input (through the ReLU that produced h_in when ``relu``)."""
+        with respect to its input (through the ReLU that produced h_in when ``relu``). With
+        ``update``, Adam then updates ``lin`` (after g_in, which needs the old weights)."""
         torch.mm(g.t(), h_in, out=lin.weight.grad)
         torch.sum(g, dim=0, out=lin.bias.grad)
         if g_in is not None:
             torch.mm(g, lin.weight, out=g_in)
             if relu:  # ReLU's backward, in place: zero where the ReLU's output is 0
                 torch.ops.aten.threshold_backward.grad_input(g_in, h_in, 0, grad_input=g_in)
-        if self._update:
+        if update:
             self.adam.update(lin)
         return g_in
 
