@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test bench repro-check clean-venv
+.PHONY: setup repro test bench repro-check spread tolerances power clean-venv
 
 setup: $(STAMP)
 
@@ -31,6 +31,20 @@ bench: setup
 
 repro-check: setup
 	$(BIN)/python tools/repro_check.py
+
+# The spread study (about an hour on 2 cores; its output is committed, not run by CI):
+# seed experiments through DVC's queue, one job at a time (JOBS=1 suits 2 cores).
+JOBS ?= 1
+spread: setup
+	$(BIN)/python tools/spread.py all --jobs $(JOBS)
+
+# tolerances.yaml from the committed study
+tolerances: setup
+	$(BIN)/python tools/derive_tolerances.py
+
+# deliberate regressions against the gate (README, power table)
+power: setup
+	$(BIN)/python tools/spread.py power --jobs $(JOBS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,46 +1,109 @@
-from mnist_vae import gate
+import math
+
+import pytest
 
 from conftest import REPO
+from mnist_vae import gate
+
+T20 = "reports/metrics/train-vae20d.json:test_loss"
+T2 = "reports/metrics/train-vae2d.json:test_loss"
 
 
-def test_repository_tolerances():
+@pytest.mark.parametrize("committed, new, rule, ok", [
+    (10.0, 10.5, {"abs": 0.5}, True),                 # exactly at the tolerance
+    (10.0, 10.5000001, {"abs": 0.5}, False),          # just past it
+    (10.0, 9.5, {"abs": 0.5}, True),                  # either direction
+    (0.1 + 0.2, 0.3 + 0.5, {"abs": 0.5}, True),       # float rounding at the edge does not fail
+    (10.0, 11.0, {"rel": 0.1}, True),                 # rel: 10 % of the committed value
+    (10.0, 11.01, {"rel": 0.1}, False),
+    (0.0, 0.0, {"rel": 0.1}, True),                   # rel with committed 0: only 0 passes
+    (0.0, 1e-9, {"rel": 0.1}, False),
+    (1.0, math.nan, {"abs": 10}, False),              # NaN never passes
+    (math.nan, math.nan, {"abs": 10}, False),
+    (1.0, math.inf, {"abs": 10}, False),              # nor inf
+    (math.inf, math.inf, {"abs": 10}, False),
+    (None, 1.0, {"abs": 10}, False),                  # a metric that appears
+    (1.0, None, {"abs": 10}, False),                  # or disappears
+    ("vae20d", "vae20d", {"abs": 10}, True),          # strings compare exactly, whatever the rule
+    ("vae20d", "vae2d", {"abs": 10}, False),
+    (10, 10, {"exact": True}, True),
+    (10, 10.0000001, {"exact": True}, False),
+    (True, 1, {"abs": 5}, False),                     # a bool is not a number
+])
+def test_within_edge_cases(committed, new, rule, ok):
+    assert gate.within(committed, new, rule) is ok
+
+
+def test_first_matching_rule_wins_and_no_rule_means_exact():
+    rules = [{"match": "*seconds*", "ignore": True}, {"match": "a.json:x*", "abs": 1}, {"match": "a.json:*", "abs": 5}]
+    assert gate.rule_for("a.json:xy", rules)["abs"] == 1
+    assert gate.rule_for("a.json:y", rules)["abs"] == 5
+    assert gate.rule_for("a.json:x_seconds", rules)["ignore"]
+    assert gate.rule_for("b.json:y", rules) == {"match": None, "exact": True}
+    rows = gate.compare({"a.json": {"xy": {"old": 0, "new": 2}, "y": {"old": 0, "new": 2}, "t_seconds": {"old": 1, "new": 9}},
+                         "b.json": {"y": {"old": 1.0, "new": 1.0000001}}}, rules)
+    assert {r.metric: r.ok for r in rows} == {"a.json:xy": False, "a.json:y": True, "b.json:y": False}
+
+
+@pytest.mark.parametrize("rule, message", [
+    ({"abs": 1}, "needs a string `match`"),
+    ({"match": "x"}, "needs exactly one of"),
+    ({"match": "x", "abs": 1, "rel": 0.1}, "needs exactly one of"),
+    ({"match": "x", "abs": -1}, "finite number >= 0"),
+    ({"match": "x", "abs": "1"}, "finite number >= 0"),
+    ({"match": "x", "rel": math.nan}, "finite number >= 0"),
+    ({"match": "x", "exact": "yes"}, "`exact` must be true"),
+    ({"match": "x", "abs": 1, "tolerance": 2}, "unknown key"),
+    ("abs 1", "needs a string `match`"),
+])
+def test_malformed_rules_are_rejected_naming_the_rule(rule, message):
+    with pytest.raises(gate.RuleError, match=message):
+        gate.check_rule(rule)
+
+
+def test_malformed_file(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("rules: {match: x}\n")
+    with pytest.raises(gate.RuleError, match="needs a `rules` list"):
+        gate.load_rules(path)
+    with pytest.raises(gate.RuleError, match="cannot read"):
+        gate.load_rules(tmp_path / "absent.yaml")
+
+
+def test_not_gated_rows_show_but_do_not_fail_and_drift_is_in_units_of_spread():
+    rules = [{"match": "a.json:noisy", "abs": 1, "sigma_diff": 0.25, "gated": False},
+             {"match": "a.json:*", "abs": 1, "sigma_diff": 0.25}]
+    rows = gate.compare({"a.json": {"noisy": {"old": 0.0, "new": 2.0}, "loss": {"old": 0.0, "new": 0.5}}}, rules)
+    by = {r.metric: r for r in rows}
+    assert not by["a.json:noisy"].ok and not by["a.json:noisy"].gated and gate.failures(rows) == []
+    assert by["a.json:loss"].in_spread == pytest.approx(2.0) and by["a.json:noisy"].in_spread == pytest.approx(8.0)
+    text = gate.table(rows)
+    assert text.splitlines()[0].split() == ["metric", "committed", "new", "tolerance", "drift/sigma"]
+    assert next(l for l in text.splitlines() if l.startswith("a.json:noisy ")).split()[-3:] == ["8.00", "(not", "gated)"]
+    assert next(l for l in text.splitlines() if l.startswith("a.json:loss ")).split() == [
+        "a.json:loss", "0", "0.5", "abs", "1", "2.00", "ok"]
+
+
+def test_diff_of_flat_metrics():
+    assert gate.diff_of({"a.json:x": 1, "a.json:y.z": 2}, {"a.json:x": 3, "b.json:w": 4}) == {
+        "a.json": {"x": {"old": 1, "new": 3}, "y.z": {"old": 2, "new": None}},
+        "b.json": {"w": {"old": None, "new": 4}}}
+
+
+def test_committed_tolerances_catch_the_required_shifts():
+    """The gate must fail on a 1-nat shift of the 20-d test loss and a 3-nat shift of the 2-d's."""
     rules = gate.load_rules(REPO / "tolerances.yaml")
-    assert gate.rule_for("reports/metrics/train-vae20d.json:test_loss", rules) == {
-        "match": "reports/metrics/train-vae20d.json:*", "abs": 0.75}
-    assert gate.rule_for("reports/metrics/train-vae2d.json:test_loss", rules)["abs"] == 1.75
-    assert gate.rule_for("reports/metrics/anomaly.json:kl.fashion.auroc", rules)["abs"] == 0.02
-    assert gate.rule_for("reports/metrics/anomaly.json:kl.train.mean", rules)["rel"] == 0.05
+    for metric, shift in ((T20, 1.0), (T2, 3.0)):
+        rule = gate.rule_for(metric, rules)
+        assert rule.get("gated", True) and rule["abs"] < shift, rule
+        rows = gate.compare(gate.diff_of({metric: 100.0}, {metric: 100.0 + shift}), rules)
+        assert gate.failures(rows) == rows
+
+
+def test_committed_tolerances_compare_run_descriptions_exactly():
+    rules = gate.load_rules(REPO / "tolerances.yaml")
+    for metric in ("reports/metrics/train-vae20d.json:epochs", "reports/metrics/eval-vae20d.json:iwae_k",
+                   "reports/metrics/eval-vae2d.json:iwae_images", "reports/metrics/eval-vae2d.json:latent_dim",
+                   "reports/metrics/train-vae2d.json:parameters", "reports/metrics/anomaly.json:model"):
+        assert gate.rule_for(metric, rules).get("exact") is True, metric
     assert gate.rule_for("reports/metrics/train-vae2d.json:train_seconds", rules)["ignore"]
-
-
-def test_compare_flags_drift_and_prints_the_table():
-    rules = gate.load_rules(REPO / "tolerances.yaml")
-    diff = {
-        "reports/metrics/train-vae20d.json": {
-            "test_loss": {"old": 87.96, "new": 89.96},   # 2 nats: drift
-            "train_loss": {"old": 88.2, "new": 88.5},    # within 0.75
-            "train_seconds": {"old": 28.0, "new": 90.0},  # ignored
-            "device": {"old": "cpu", "new": "cpu"},
-        },
-        "reports/metrics/anomaly.json": {
-            "kl.train.mean": {"old": 30.0, "new": 31.4},  # 4.7 %: ok
-            "kl.train.std": {"old": 4.4, "new": 4.7},     # 6.8 %: drift
-            "kl.noise.auroc": {"old": 1.0, "new": None},  # disappeared: drift
-        },
-    }
-    rows = {r.metric: r for r in gate.compare(diff, rules)}
-    assert set(rows) == {"reports/metrics/train-vae20d.json:test_loss", "reports/metrics/train-vae20d.json:train_loss",
-                         "reports/metrics/anomaly.json:kl.train.mean", "reports/metrics/anomaly.json:kl.train.std",
-                         "reports/metrics/anomaly.json:kl.noise.auroc"}
-    assert [m for m, r in sorted(rows.items()) if not r.ok] == [
-        "reports/metrics/anomaly.json:kl.noise.auroc", "reports/metrics/anomaly.json:kl.train.std",
-        "reports/metrics/train-vae20d.json:test_loss"]
-    text = gate.table(list(rows.values()))
-    assert text.splitlines()[0].split() == ["metric", "committed", "new", "tolerance"]
-    row = next(l for l in text.splitlines() if l.startswith("reports/metrics/train-vae20d.json:test_loss "))
-    assert row.split() == ["reports/metrics/train-vae20d.json:test_loss", "87.96", "89.96", "abs", "0.75", "DRIFT"]
-
-
-def test_metric_without_rule_must_match_exactly():
-    assert gate.rule_for("x.json:y", []) == {"abs": 0}
-    assert not gate.within(1.0, 1.0001, {"abs": 0})

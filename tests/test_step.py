@@ -119,3 +119,70 @@ def test_cuda_graph_step_replays_the_eager_step():
     assert graph.total.item() == pytest.approx(eager.total.item(), rel=1e-6)
     for p_e, p_g in zip(eager_model.parameters(), graph_model.parameters()):
         torch.testing.assert_close(p_g, p_e, rtol=1e-5, atol=1e-6)
+
+
+def _scaled_kl(monkeypatch, factor=0.9):
+    """objective.py with a weight on the KL term, as an edit to it would be."""
+    from mnist_vae import objective
+
+    original = objective.kl_divergence
+    monkeypatch.setattr(objective, "kl_divergence", lambda mu, logvar: factor * original(mu, logvar))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fused_step_check_passes_on_the_objective(arch):
+    from mnist_vae.step import check_against_autograd
+
+    model = _model(arch, dtype=torch.float32)
+    before = copy.deepcopy(model.state_dict())
+    x, eps = _batch(16, arch["latent_dim"], torch.float32)
+    check_against_autograd(model, x, eps)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is untouched
+
+
+def test_fused_step_check_catches_an_edited_objective(monkeypatch):
+    from mnist_vae.step import StepMismatchError, check_against_autograd
+
+    model = _model(ARCHS[0], dtype=torch.float32)
+    x, eps = _batch(16, 20, torch.float32)
+    _scaled_kl(monkeypatch, 0.9)
+    with pytest.raises(StepMismatchError, match="train.step: autograd") as err:
+        check_against_autograd(model, x, eps)
+    assert "loss" in str(err.value) and "gradient of encoder.0.weight" in str(err.value)
+    _scaled_kl(monkeypatch, 1 / 0.9)  # undone: 0.9 * (1 / 0.9) is 1 up to float rounding
+    check_against_autograd(model, x, eps)
+
+
+def _tiny_fit(tmp_path, step):
+    import numpy as np
+    import yaml
+
+    from conftest import REPO
+    from mnist_vae import params
+    from mnist_vae.artifacts import write_npz
+    from mnist_vae.training import fit
+
+    rng = np.random.default_rng(0)
+    images = lambda n: (rng.random((n, 784)) < 0.15).astype(np.uint8)  # noqa: E731
+    labels = lambda n: rng.integers(0, 10, n).astype(np.uint8)  # noqa: E731
+    write_npz(tmp_path / "d.npz", train_x=images(300), train_y=labels(300), test_x=images(50), test_y=labels(50))
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"].update(epochs=1, batch_size=64, step=step, device="cpu")
+    raw["tracking"]["enabled"] = False
+    return fit(params.validate(raw), "vae20d", str(tmp_path / "d.npz"), progress=False)
+
+
+def test_scaled_kl_stops_the_fused_fit_and_trains_with_autograd(tmp_path, monkeypatch):
+    """An objective.py edit that step.py does not follow: the fused fit stops on its first batch
+    naming the way out; with train.step: autograd the same edit trains."""
+    from mnist_vae.step import StepMismatchError
+
+    plain = _tiny_fit(tmp_path, "fused")["metrics"]
+    _scaled_kl(monkeypatch, 0.9)
+    with pytest.raises(StepMismatchError, match="Set `train.step: autograd`"):
+        _tiny_fit(tmp_path, "fused")
+    scaled = _tiny_fit(tmp_path, "autograd")["metrics"]
+    assert scaled["epochs"] == 1
+    # the test loss is evaluated with the edited objective too: BCE + 0.9 KL
+    assert scaled["test_loss"] == pytest.approx(scaled["test_bce"] + scaled["test_kl"])
+    assert scaled["test_loss"] != pytest.approx(plain["test_loss"], rel=1e-4)

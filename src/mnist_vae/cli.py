@@ -9,6 +9,7 @@ from typing import Callable
 
 from .data import DataError
 from .params import ParamsError
+from .step import StepMismatchError
 
 log = logging.getLogger("mnist_vae")
 
@@ -24,7 +25,7 @@ def run(main: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
-    except (ParamsError, DataError) as exc:
+    except (ParamsError, DataError, StepMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -1,5 +1,16 @@
 """The reproduction gate's comparison: reproduced metrics against the committed ones, each
-within the tolerance that tolerances.yaml declares for it."""
+within the tolerance that tolerances.yaml declares for it.
+
+A rule is a mapping with `match` (an fnmatch pattern over "<metrics file>:<dotted key>") and
+one of:
+  ignore: true            not compared (timings, the device name)
+  exact: true             must be equal (run descriptions: epochs, iwae_k, the model name)
+  abs: X                  |new - committed| <= X
+  rel: X                  |new - committed| <= X * |committed|
+and optionally `sigma_diff` (the measured spread of the difference of two runs, which the
+table uses to show each drift in units of it) and `gated: false` (shown, never failing).
+The first rule that matches wins; a metric no rule matches must be equal.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +22,13 @@ from typing import Any
 
 import yaml
 
+KINDS = ("ignore", "exact", "abs", "rel")
+OPTIONAL = ("sigma_diff", "gated")
+
+
+class RuleError(ValueError):
+    """A malformed tolerances file; the message names the rule."""
+
 
 @dataclass
 class Row:
@@ -19,34 +37,65 @@ class Row:
     new: Any
     tolerance: str
     ok: bool
+    gated: bool = True
+    in_spread: float | None = None  # |new - committed| / sigma_diff
+
+
+def check_rule(rule: Any, where: str = "tolerances") -> dict[str, Any]:
+    if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
+        raise RuleError(f"{where}: rule {rule!r} needs a string `match`")
+    kinds = [k for k in KINDS if k in rule]
+    if len(kinds) != 1:
+        raise RuleError(f"{where}: rule for {rule['match']!r} needs exactly one of {', '.join(KINDS)}, has {kinds}")
+    unknown = set(rule) - {"match", *KINDS, *OPTIONAL}
+    if unknown:
+        raise RuleError(f"{where}: rule for {rule['match']!r} has unknown key(s) {sorted(unknown)}")
+    value = rule[kinds[0]]
+    if kinds[0] in ("ignore", "exact"):
+        if value is not True:
+            raise RuleError(f"{where}: rule for {rule['match']!r}: `{kinds[0]}` must be true")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise RuleError(f"{where}: rule for {rule['match']!r}: `{kinds[0]}` must be a finite number >= 0, got {value!r}")
+    return rule
 
 
 def load_rules(path: str | Path = "tolerances.yaml") -> list[dict[str, Any]]:
-    rules = yaml.safe_load(Path(path).read_text())["rules"]
-    for rule in rules:
-        if not ({"abs", "rel", "ignore"} & set(rule)) or "match" not in rule:
-            raise ValueError(f"{path}: rule {rule} needs `match` and one of abs, rel, ignore")
-    return rules
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RuleError(f"{path}: cannot read the tolerances ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
+        raise RuleError(f"{path}: needs a `rules` list")
+    return [check_rule(rule, str(path)) for rule in doc["rules"]]
 
 
 def rule_for(metric: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
     for rule in rules:
         if fnmatch.fnmatchcase(metric, rule["match"]):
             return rule
-    return {"abs": 0}  # no rule: must match exactly
+    return {"match": None, "exact": True}  # no rule: must match exactly
 
 
 def within(committed: Any, new: Any, rule: dict[str, Any]) -> bool:
     if committed is None or new is None:
         return False  # a metric appeared or disappeared
-    if isinstance(committed, str) or isinstance(new, str):
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (committed, new))
+    if not numbers:  # strings, booleans: equal values of one type (True == 1 in Python)
+        return type(committed) is type(new) and committed == new
+    if rule.get("exact"):
         return committed == new
     diff = abs(new - committed)
     if not math.isfinite(diff):
         return False
     if "abs" in rule:
-        return diff <= rule["abs"] + 1e-12
-    return diff <= rule["rel"] * abs(committed) + 1e-12
+        return diff <= rule["abs"] * (1 + 1e-12)
+    return diff <= rule["rel"] * abs(committed) * (1 + 1e-12)
+
+
+def describe(rule: dict[str, Any]) -> str:
+    if rule.get("exact"):
+        return "exact"
+    return f"abs {rule['abs']:g}" if "abs" in rule else f"rel {rule['rel']:.0%}"
 
 
 def compare(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[str, Any]]) -> list[Row]:
@@ -58,18 +107,40 @@ def compare(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[str, An
             rule = rule_for(name, rules)
             if rule.get("ignore"):
                 continue
-            tol = f"abs {rule['abs']}" if "abs" in rule else f"rel {rule['rel']:.0%}"
-            rows.append(Row(name, values.get("old"), values.get("new"), tol,
-                            within(values.get("old"), values.get("new"), rule)))
+            old, new = values.get("old"), values.get("new")
+            in_spread = None
+            if rule.get("sigma_diff") and all(isinstance(v, (int, float)) for v in (old, new)):
+                in_spread = abs(new - old) / rule["sigma_diff"]
+            rows.append(Row(name, old, new, describe(rule), within(old, new, rule), rule.get("gated", True),
+                            in_spread))
     return rows
+
+
+def diff_of(committed: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Flat {"file:key": value} mappings as a `dvc metrics diff --all --json` result."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in sorted(set(committed) | set(new)):
+        path, key = name.split(":", 1)
+        out.setdefault(path, {})[key] = {"old": committed.get(name), "new": new.get(name)}
+    return out
+
+
+def failures(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if r.gated and not r.ok]
 
 
 def table(rows: list[Row]) -> str:
     def fmt(v: Any) -> str:
         return "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
 
-    head = ("metric", "committed", "new", "tolerance", "")
-    body = [(r.metric, fmt(r.committed), fmt(r.new), r.tolerance, "ok" if r.ok else "DRIFT") for r in rows]
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(5)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    def verdict(r: Row) -> str:
+        if r.ok:
+            return "ok"
+        return "DRIFT" if r.gated else "(not gated)"
+
+    head = ("metric", "committed", "new", "tolerance", "drift/sigma", "")
+    body = [(r.metric, fmt(r.committed), fmt(r.new), r.tolerance,
+             "-" if r.in_spread is None else f"{r.in_spread:.2f}", verdict(r)) for r in rows]
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])

@@ -127,6 +127,7 @@ SCHEMA: dict[str, Any] = {
         "train_limit": optional(integer(1)),
         "test_limit": optional(integer(1)),
         "eval_batch_size": integer(1),
+        "step": string("fused", "autograd"),
     },
     "tracking": {
         "enabled": boolean,

@@ -19,14 +19,15 @@ and through each Linear+ReLU the usual dW = g^T h_in, db = sum(g), g_in = (g W) 
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import objective
 from .model import VAE
-from .objective import batch_loss
 
 log = logging.getLogger(__name__)
 
@@ -247,12 +248,52 @@ class AutogradStep:
 
     def step(self, x: torch.Tensor, eps: torch.Tensor) -> None:
         logits, mu, logvar = self.model(x, eps)
-        bce, kl = batch_loss(logits, x, mu, logvar)
+        bce, kl = objective.batch_loss(logits, x, mu, logvar)
         loss = bce + kl
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.total += loss.detach()
+
+
+class StepMismatchError(RuntimeError):
+    """The hand-written step no longer computes objective.py's loss or its gradients."""
+
+
+def check_against_autograd(model: VAE, x: torch.Tensor, eps: torch.Tensor, rtol: float = 1e-6) -> None:
+    """Raise StepMismatchError unless the hand-written step's loss and every gradient equal
+    autograd's on :func:`mnist_vae.objective.batch_loss` for this batch.
+
+    Both run in float64 on a copy of the model (the model, its optimizer state and the random
+    streams are untouched), where the two agree to about 1e-12; float32 rounding would need a
+    loose tolerance that could hide a small change to the objective. A batch of 128 costs a
+    few milliseconds. This is what keeps one objective: an edit to objective.py that step.py
+    does not follow stops the fit instead of training on the old objective unnoticed.
+    """
+    ref = copy.deepcopy(model).to(torch.float64)
+    mine = copy.deepcopy(ref)
+    x64, eps64 = x.to(torch.float64), eps.to(torch.float64)
+    with torch.enable_grad():
+        logits, mu, logvar = ref(x64, eps64)
+        bce, kl = objective.batch_loss(logits, x64, mu, logvar)
+        (bce + kl).backward()
+    fused = ElboStep(mine, lr=0.0)
+    fused.forward_backward(x64, eps64)
+    want, got = (bce + kl).item(), fused.total.item()
+    problems = []
+    if abs(got - want) > rtol * abs(want):
+        problems.append(f"loss {got:.8g} against objective.py's {want:.8g}")
+    for (name, p_ref), p_mine in zip(ref.named_parameters(), mine.parameters()):
+        scale = p_ref.grad.abs().max().item()
+        err = (p_mine.grad - p_ref.grad).abs().max().item()
+        if err > rtol * max(scale, 1e-12):
+            problems.append(f"gradient of {name} off by {err:.3g} (largest {scale:.3g})")
+    if problems:
+        raise StepMismatchError(
+            "the fused training step (src/mnist_vae/step.py) disagrees with the objective "
+            f"(src/mnist_vae/objective.py) on the first batch: {'; '.join(problems[:3])}. "
+            "Set `train.step: autograd` in params.yaml to train on objective.py through autograd, "
+            "or make step.py compute the same objective.")
 
 
 STEP_KINDS = ("auto", "autograd", "eager", "cuda-graph")

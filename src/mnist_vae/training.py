@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .objective import batch_loss
 from .params import ParamsError
-from .step import make_step
+from .step import check_against_autograd, make_step
 from .figures import manifold_latents, manifold_frame, recon_frame
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ def train(model, train_x: torch.Tensor, test_x: torch.Tensor, cfg: dict[str, Any
     gen = torch.Generator(device=device).manual_seed(cfg["seed"])
     eval_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 1)
     step = make_step(model, cfg["lr"], bs, step_kind)
+    check_step = step_kind != "autograd"
     model.train()
     history = []
     if tracker is not None:
@@ -162,6 +163,9 @@ def train(model, train_x: torch.Tensor, test_x: torch.Tensor, cfg: dict[str, Any
         t0 = time.perf_counter()
         torch.index_select(train_x, 0, torch.randperm(n, generator=gen, device=device), out=data)
         eps_all = torch.randn((n, model.latent_dim), generator=gen, device=device)
+        if check_step:  # the fused step must compute objective.py's loss: checked once, on a copy
+            check_against_autograd(model, data[:bs], eps_all[:bs])
+            check_step = False
         step.total.zero_()
         bar = tqdm(range(n_batches), desc=f"epoch {epoch}/{cfg['epochs']}", unit="batch",
                    leave=False, mininterval=1.0, disable=not progress)
@@ -194,10 +198,12 @@ def encode_all(model, x: torch.Tensor, batch_size: int = 5000) -> tuple[torch.Te
 
 
 def fit(p: dict[str, Any], model_name: str, data_path: str, progress: bool = True,
-        step_kind: str = "auto") -> dict[str, Any]:
+        step_kind: str | None = None) -> dict[str, Any]:
     """Everything a train stage computes for one model from validated params and the binarized
     data: the trained model, its metrics, its per-epoch history and the tracking frames.
-    (``step_kind`` is for benchmarks; see :func:`mnist_vae.step.make_step`.)"""
+    The step is `train.step` (fused: the hand-written step, checked against autograd on the
+    first batch; autograd: objective.py through autograd); ``step_kind`` overrides it for
+    benchmarks (see :func:`mnist_vae.step.make_step`)."""
     from . import model as model_lib
     from .data import load_binarized
     from .params import model_params
@@ -215,6 +221,8 @@ def fit(p: dict[str, Any], model_name: str, data_path: str, progress: bool = Tru
     tracker = make_tracker(net, test_x, p["tracking"], n_batches, cfg["seed"] + 2)
     log.info("%s: %d parameters, %d train / %d test images, device %s", model_name,
              sum(t.numel() for t in net.parameters()), len(train_x), len(test_x), device)
+    if step_kind is None:
+        step_kind = "autograd" if cfg["step"] == "autograd" else "auto"
     result = train(net, train_x, test_x, cfg, tracker, progress, step_kind)
     final = result["final"]
     metrics = {

@@ -1,0 +1,138 @@
+"""The spread study's arithmetic: how far each metric moves between runs that differ only in
+their seeds, or only in their floating-point order, and the gate tolerances derived from it.
+
+Inputs are flat metric mappings, ``{"<metrics file>:<dotted key>": value}``, the names
+`dvc metrics diff` uses. Nothing here runs DVC; tools/spread.py does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+# Values that describe the run rather than measure it: compared exactly, never from spread.
+EXACT = ("*:epochs", "*:iwae_k", "*:iwae_images", "*:latent_dim", "*:parameters", "*:model", "*.k")
+# Timings and the device name differ by machine by design: never compared.
+IGNORED = ("*seconds*", "*:device")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: dotted keys, as `dvc metrics diff` names them."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def flat_metrics(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{metrics file: parsed JSON} -> {"file:dotted.key": value}."""
+    return {f"{path}:{key}": value for path, tree in files.items() for key, value in flatten(tree).items()}
+
+
+def kind(metric: str) -> str:
+    """'ignored', 'exact' or 'measured'."""
+    if any(fnmatch.fnmatchcase(metric, p) for p in IGNORED):
+        return "ignored"
+    if any(fnmatch.fnmatchcase(metric, p) for p in EXACT):
+        return "exact"
+    return "measured"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def summarize(seed_runs: dict[str, dict[str, Any]], default: dict[str, Any],
+              variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per measured metric: n, mean, std (ddof 1), min, max over the seed runs; the default run's
+    value and its z against the seed runs; and for each variant (the default seed with another
+    floating-point order) its difference from the default run, also in units of the spread of a
+    difference of two runs (std * sqrt 2)."""
+    names = sorted({m for run in seed_runs.values() for m in run} | set(default))
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if kind(name) != "measured":
+            continue
+        values = np.array([run[name] for run in seed_runs.values() if _number(run.get(name))], dtype=np.float64)
+        if len(values) < 2:
+            continue
+        std = float(values.std(ddof=1))
+        row: dict[str, Any] = {"n": int(len(values)), "mean": float(values.mean()), "std": std,
+                               "min": float(values.min()), "max": float(values.max())}
+        base = default.get(name)
+        if _number(base):
+            row["default"] = float(base)
+            row["z"] = (base - row["mean"]) / std if std > 0 else 0.0
+        deltas = {}
+        for vname, run in variants.items():
+            if _number(run.get(name)) and _number(base):
+                d = float(run[name] - base)
+                deltas[vname] = {"delta": d, "in_diff_spread": abs(d) / (std * math.sqrt(2)) if std > 0 else
+                                 (0.0 if d == 0 else math.inf)}
+        row["variants"] = deltas
+        out[name] = row
+    return out
+
+
+def derive_tolerances(summary: dict[str, dict[str, Any]], exact: Iterable[str], k: float, floor: float,
+                      max_useful_rel: float) -> list[dict[str, Any]]:
+    """Gate rules from the measured spread.
+
+    The tolerance of a measured metric is k times the spread of the difference of two runs,
+    sigma_diff = max(std * sqrt 2, the largest same-seed variant difference), at least `floor`.
+    A metric whose tolerance exceeds max_useful_rel of its mean is reported, not gated: a
+    window that wide catches only breakage the gated metrics catch first.
+    Metrics in `exact` (run descriptions) must match exactly; timings are ignored.
+    """
+    rules: list[dict[str, Any]] = [{"match": p, "ignore": True} for p in IGNORED]
+    rules += [{"match": p, "exact": True} for p in exact]
+    for name, row in sorted(summary.items()):
+        largest_variant = max((abs(v["delta"]) for v in row.get("variants", {}).values()), default=0.0)
+        sigma_diff = max(row["std"] * math.sqrt(2), largest_variant)
+        tol = max(k * sigma_diff, floor)
+        rule = {"match": name, "abs": float(f"{tol:.4g}"), "sigma_diff": float(f"{sigma_diff:.4g}")}
+        if tol > max_useful_rel * abs(row["mean"]):
+            rule["gated"] = False
+        rules.append(rule)
+    return rules
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The summary as a markdown table, one row per measured metric."""
+    study = doc["study"]
+    variant_names = list(study["variants"])
+    lines = [
+        "# Spread study",
+        "",
+        f"{study['what']}. Seeds: {', '.join(map(str, study['seeds']))} (n = {study['n_seeds']}); "
+        f"machine: {study['machine']}. Regenerate with `make spread` (then `make tolerances`).",
+        "",
+        "Columns: mean, std (ddof 1), min and max over the seed runs; `default`: the default params and seed on this "
+        "machine, and its z against the seed runs; for each same-seed variant, its difference from `default` "
+        "and that difference in units of the spread of a difference of two seed runs (std x sqrt 2).",
+        "",
+        "Variants: " + "; ".join(f"`{k}`: {v}" for k, v in study["variants"].items()) + ".",
+        "",
+        "| metric | n | mean | std | min | max | default | z | "
+        + " | ".join(f"{v}: delta (in spread)" for v in variant_names) + " |",
+        "|---|" + "---:|" * (7 + len(variant_names)),
+    ]
+    for name, row in sorted(doc["metrics"].items()):
+        cells = [f"`{name}`", str(row["n"]), _fmt(row["mean"]), _fmt(row["std"]), _fmt(row["min"]),
+                 _fmt(row["max"]), _fmt(row.get("default", float("nan"))), f"{row.get('z', float('nan')):+.2f}"]
+        for v in variant_names:
+            d = row.get("variants", {}).get(v)
+            cells.append("-" if d is None else f"{d['delta']:+.4g} ({d['in_diff_spread']:.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,77 @@
+"""The spread study's arithmetic and the tolerances derived from it, on hand-computed values."""
+
+import math
+
+import pytest
+import yaml
+
+from conftest import REPO
+from mnist_vae import gate, spread
+
+
+def test_flatten_names_metrics_as_dvc_metrics_diff_does():
+    files = {"reports/metrics/a.json": {"kl": {"train": {"mean": 1.5}}, "model": "vae20d", "epochs": 10}}
+    assert spread.flat_metrics(files) == {"reports/metrics/a.json:kl.train.mean": 1.5,
+                                          "reports/metrics/a.json:model": "vae20d",
+                                          "reports/metrics/a.json:epochs": 10}
+
+
+@pytest.mark.parametrize("metric, kind", [
+    ("reports/metrics/train-vae20d.json:train_seconds", "ignored"),
+    ("reports/metrics/train-vae20d.json:device", "ignored"),
+    ("reports/metrics/train-vae20d.json:epochs", "exact"),
+    ("reports/metrics/anomaly.json:kl.train.k", "exact"),
+    ("reports/metrics/anomaly.json:model", "exact"),
+    ("reports/metrics/eval-vae2d.json:iwae_images", "exact"),
+    ("reports/metrics/train-vae20d.json:test_loss", "measured"),
+    ("reports/metrics/anomaly.json:kl.train.mean", "measured"),
+])
+def test_metric_kinds(metric, kind):
+    assert spread.kind(metric) == kind
+
+
+def test_summarize_on_known_values():
+    m = "f.json:loss"
+    seeds = {"s1": {m: 1.0, "f.json:epochs": 10}, "s2": {m: 2.0}, "s3": {m: 3.0}, "s4": {m: 6.0}}
+    # mean 3, deviations -2 -1 0 3 -> sum of squares 14, ddof 1: variance 14 / 3
+    row = spread.summarize(seeds, {m: 4.0}, {"other": {m: 4.5}})[m]
+    std = math.sqrt(14 / 3)
+    assert row["n"] == 4 and row["mean"] == 3.0 and row["std"] == pytest.approx(std)
+    assert (row["min"], row["max"], row["default"]) == (1.0, 6.0, 4.0)
+    assert row["z"] == pytest.approx(1 / std)
+    assert row["variants"]["other"]["delta"] == 0.5
+    assert row["variants"]["other"]["in_diff_spread"] == pytest.approx(0.5 / (std * math.sqrt(2)))
+    assert set(spread.summarize(seeds, {}, {})) == {m}  # exact metrics are not summarized
+
+
+def test_derive_tolerances_k_sigma_floor_and_ungated():
+    summary = {
+        "f.json:loss": {"mean": 88.0, "std": 0.1, "variants": {"a": {"delta": 0.05}}},   # seed spread wins
+        "f.json:noisy": {"mean": 10.0, "std": 1.0, "variants": {}},                       # 4*1.41 > 20 % of 10
+        "f.json:flat": {"mean": 20.0, "std": 0.0, "variants": {"a": {"delta": 0.0}}},     # the floor
+        "f.json:machine": {"mean": 5.0, "std": 0.01, "variants": {"a": {"delta": -0.1}}},  # the variant wins
+    }
+    rules = {r["match"]: r for r in spread.derive_tolerances(summary, ["*:epochs"], k=4, floor=0.001,
+                                                             max_useful_rel=0.2)}
+    assert rules["f.json:loss"]["abs"] == pytest.approx(4 * 0.1 * math.sqrt(2), rel=1e-3)
+    assert rules["f.json:loss"]["sigma_diff"] == pytest.approx(0.1 * math.sqrt(2), rel=1e-3)
+    assert "gated" not in rules["f.json:loss"]
+    assert rules["f.json:noisy"]["gated"] is False
+    assert rules["f.json:flat"]["abs"] == 0.001
+    assert rules["f.json:machine"]["abs"] == pytest.approx(0.4)
+    assert rules["*:epochs"] == {"match": "*:epochs", "exact": True}
+    assert rules["*seconds*"] == {"match": "*seconds*", "ignore": True}
+    for rule in rules.values():
+        gate.check_rule(rule)  # every derived rule is one the gate accepts
+
+
+def test_committed_tolerances_come_from_the_committed_study():
+    """tolerances.yaml is what `make tolerances` derives from reports/spread/summary.json."""
+    import json
+
+    doc = yaml.safe_load((REPO / "tolerances.yaml").read_text())
+    summary = json.loads((REPO / doc["study"]["summary"]).read_text())
+    assert doc["study"]["n_seeds"] == summary["study"]["n_seeds"] >= 8
+    derived = spread.derive_tolerances(summary["metrics"], spread.EXACT, doc["study"]["k"], doc["study"]["floor"],
+                                       doc["study"]["max_useful_rel"])
+    assert doc["rules"] == derived
