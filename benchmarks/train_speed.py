@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_vae import artifacts, data, params
-from mnist_vae.training import fit, resolve_device
+from mnist_vae.runtime import resolve_device
+from mnist_vae.training import fit
 from mnist_vae.workspace import copy_worktree, dvc_exe, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,9 +121,11 @@ def run_project(binarized: Path, epochs: int, device: str, seed: int, tracking: 
                 model_name: str = "vae20d", step_kind: str = "auto") -> dict:
     """The train stage's own code path (fit) on the given data, params.yaml but these settings."""
     p = params.load(REPO / "params.yaml")
-    p["train"].update(epochs=epochs, seed=seed, device=device, train_limit=None, test_limit=None)
-    p["tracking"]["enabled"] = tracking
-    out = fit(p, model_name, str(binarized), progress=False, step_kind=step_kind)
+    cfg = p.train.model_copy(update=dict(epochs=epochs, seed=seed, device=device, train_limit=None, test_limit=None))
+    tracking_cfg = p.tracking.model_copy(update={"enabled": tracking})
+    mnist = artifacts.read_npz(binarized, ["train_x", "test_x"])
+    out = fit(p.model(model_name), cfg, tracking_cfg, mnist["train_x"], mnist["test_x"], progress=False,
+              step_kind=step_kind)
     history = out["history"]
     return {"epoch_seconds": [h["seconds"] for h in history], "test_loss": history[-1]["test_loss"],
             "train_seconds": out["metrics"]["train_seconds"], "device": out["metrics"]["device"]}

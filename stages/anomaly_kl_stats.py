@@ -13,38 +13,39 @@ from mnist_vae import artifacts, cli, params
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--mnist", default="data/binarized/mnist.npz")
-    ap.add_argument("--fashion", default="data/binarized/fashion-mnist.npz")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mnist", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
+    ap.add_argument("--fashion", default="data/binarized/fashion-mnist.npz", help="the binarized Fashion-MNIST .npz")
     args = ap.parse_args()
-    p = params.load()
-    cfg = p["anomaly"]
-    from mnist_vae import anomaly, figures
-    from mnist_vae.data import load_binarized
+    p = params.load_for_stage()
+    cfg = p.anomaly
+    mnist = artifacts.read_npz(args.mnist, ["train_x", "test_x"])
+    fashion = artifacts.read_npz(args.fashion, ["test_x"])
+    from mnist_vae import anomaly, figures  # torch: only once params and data are known good
+    from mnist_vae.frames import upscale
     from mnist_vae.model import load_checkpoint
-    from mnist_vae.training import make_deterministic, resolve_device, to_tensor
+    from mnist_vae.runtime import make_deterministic, resolve_device, to_tensor
 
-    device = resolve_device(p["train"]["device"])
-    make_deterministic(cfg["seed"])
-    model = load_checkpoint(f"models/{cfg['model']}.pt", device)
-    mnist = load_binarized(args.mnist)
-    noise_image = anomaly.uniform_noise_images(1, cfg["seed"])
+    device = resolve_device(p.train.device)
+    make_deterministic(cfg.seed)
+    model = load_checkpoint(f"models/{cfg.model}.pt", device)
+    noise_image = anomaly.uniform_noise_images(1, cfg.seed)
     sets = {
-        "train": mnist["train_x"][:p["train"]["train_limit"]],
-        "test": mnist["test_x"][:p["train"]["test_limit"]],
-        "noise": anomaly.uniform_noise_images(cfg["noise_images"], cfg["seed"] + 1),
-        "fashion": load_binarized(args.fashion)["test_x"],
+        "train": mnist["train_x"][:p.train.train_limit],
+        "test": mnist["test_x"][:p.train.test_limit],
+        "noise": anomaly.uniform_noise_images(cfg.noise_images, cfg.seed + 1),
+        "fashion": fashion["test_x"],
         "noise_image": noise_image,
     }
     tensors = {name: to_tensor(x, device) for name, x in sets.items()}
-    kl = {name: anomaly.kl_scores(model, x, cfg["batch_size"]) for name, x in tensors.items()}
-    elbo = {name: anomaly.elbo_scores(model, x, cfg["elbo_samples"], cfg["seed"] + 2, cfg["batch_size"])
+    kl = {name: anomaly.kl_scores(model, x, cfg.batch_size) for name, x in tensors.items()}
+    elbo = {name: anomaly.elbo_scores(model, x, cfg.elbo_samples, cfg.seed + 2, cfg.batch_size)
             for name, x in tensors.items()}
 
     reports = {}
     for score_name, scores in (("kl", kl), ("neg_elbo", elbo)):
         reports[score_name] = anomaly.detection_report(
-            scores["train"], scores["test"], {"noise": scores["noise"], "fashion": scores["fashion"]}, cfg["k"])
+            scores["train"], scores["test"], {"noise": scores["noise"], "fashion": scores["fashion"]}, cfg.k)
         for other in ("noise", "fashion"):
             fpr, tpr = anomaly.roc_curve(scores["test"], scores[other])
             artifacts.write_csv(f"reports/plots/roc-{score_name}-{other}.csv", pd.DataFrame({"fpr": fpr, "tpr": tpr}))
@@ -56,14 +57,14 @@ def main() -> None:
         "kl_percentile": anomaly.percentile_of(noise_kl, kl["train"]),
         "neg_elbo": float(elbo["noise_image"][0]),
     }
-    reports["model"] = cfg["model"]
+    reports["model"] = cfg.model
 
     artifacts.write_npz("data/anomaly/scores.npz", **{f"kl_{k}": v for k, v in kl.items()},
                         **{f"neg_elbo_{k}": v for k, v in elbo.items()})
     artifacts.write_figure("reports/figures/anomaly-kl-histogram.png",
                            figures.kl_histogram(kl["train"], st["fit_mean"], st["fit_std"], st["threshold"],
-                                                noise_kl, cfg["k"]), dpi=120)
-    artifacts.write_png("reports/figures/anomaly-noise-image.png", figures.upscale(noise_image.reshape(28, 28) * 255, 8))
+                                                noise_kl, cfg.k), dpi=120)
+    artifacts.write_png("reports/figures/anomaly-noise-image.png", upscale(noise_image.reshape(28, 28) * 255, 8))
     artifacts.write_json("reports/metrics/anomaly.json", reports)
 
 

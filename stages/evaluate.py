@@ -8,21 +8,20 @@ from mnist_vae import artifacts, cli, params
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("model")
-    ap.add_argument("--data", default="data/binarized/mnist.npz")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="a trained model's name, e.g. vae20d (reads models/<name>.pt)")
+    ap.add_argument("--data", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     args = ap.parse_args()
-    p = params.load()
-    from mnist_vae.data import load_binarized
-    from mnist_vae.evaluation import evaluate_model
+    p = params.load_for_stage()
+    from mnist_vae.evaluation import evaluate_model  # torch: only once the params are known good
     from mnist_vae.model import load_checkpoint
-    from mnist_vae.training import make_deterministic, resolve_device, to_tensor
+    from mnist_vae.runtime import make_deterministic, resolve_device, to_tensor
 
-    device = resolve_device(p["train"]["device"])
-    make_deterministic(p["evaluate"]["seed"])
+    device = resolve_device(p.train.device)
+    make_deterministic(p.evaluate.seed)
     model = load_checkpoint(f"models/{args.model}.pt", device)
-    test_x = to_tensor(load_binarized(args.data)["test_x"][:p["train"]["test_limit"]], device)
-    result = evaluate_model(model, test_x, p["evaluate"], p["train"]["eval_batch_size"])
+    test_x = to_tensor(artifacts.read_npz(args.data, ["test_x"])["test_x"][:p.train.test_limit], device)
+    result = evaluate_model(model, test_x, p.evaluate, p.train.eval_batch_size)
     artifacts.write_npz(f"data/evaluation/{args.model}.npz", **result["arrays"])
     artifacts.write_json(f"reports/metrics/eval-{args.model}.json", result["metrics"])
 

@@ -7,35 +7,31 @@ Frame ranges, seconds per frame and upscale factors come from `gifs` in params.y
 
 import argparse
 
-import numpy as np
-
-from mnist_vae import cli, params
+from mnist_vae import artifacts, cli, params
+from mnist_vae.errors import ParamsError
+from mnist_vae.frames import select_frames, upscale
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--tracking", default="data/tracking")
-    ap.add_argument("--out", default="reports/gifs")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tracking", default="data/tracking", help="folder with the train stages' <name>.npz frames")
+    ap.add_argument("--out", default="reports/gifs", help="folder that receives the GIFs")
     args = ap.parse_args()
-    p = params.load()
-    cfg = p["gifs"]
-    from mnist_vae.figures import select_frames, upscale, write_gif
-    from mnist_vae.data import DataError
-
-    for name in p["models"]:
-        path = f"{args.tracking}/{name}.npz"
-        try:
-            frames = np.load(path)
-        except FileNotFoundError:
-            raise DataError(f"{path}: tracking frames not found (is tracking.enabled false?)") from None
-        kinds = [("reconstruction", "recon", cfg["recon_scale"])]
-        if "manifold" in frames.files:
-            kinds.append(("manifold", "manifold", cfg["manifold_scale"]))
+    p = params.load_for_stage()
+    if not p.tracking.enabled:
+        raise ParamsError("params: 'tracking.enabled' is false, so the train stages recorded no frames for "
+                          "render-gifs; set it to true (or remove render-gifs from the pipeline)")
+    cfg = p.gifs
+    for name in p.models:
+        frames = artifacts.read_npz(f"{args.tracking}/{name}.npz", ["recon"])
+        kinds = [("reconstruction", "recon", cfg.recon_scale)]
+        if "manifold" in frames:
+            kinds.append(("manifold", "manifold", cfg.manifold_scale))
         for label, key, scale in kinds:
             for span in ("all", "early"):
-                spec = cfg[f"{key}_{span}"]
-                write_gif(f"{args.out}/{name}-{label}-{span}.gif",
-                          upscale(select_frames(frames[key], spec), scale), spec["seconds_per_frame"])
+                spec = getattr(cfg, f"{key}_{span}")
+                artifacts.write_gif(f"{args.out}/{name}-{label}-{span}.gif",
+                                    upscale(select_frames(frames[key], spec), scale), spec.seconds_per_frame)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Per model: <name>-reconstructions.png (originals over reconstructions) and <name>-prior-samples.png
 (decoded samples from N(0, I)); per model with a 2-d latent: <name>-manifold.png (the latent
 manifold grid) and <name>-latent-scatter.png (test-set encoder means coloured by digit).
+Everything is computed on the CPU, so figures are the same whatever device trained the models.
 """
 
 import argparse
@@ -11,38 +12,37 @@ from mnist_vae import artifacts, cli, params
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", default="data/binarized/mnist.npz")
-    ap.add_argument("--out", default="reports/figures")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
+    ap.add_argument("--out", default="reports/figures", help="folder that receives the PNGs")
     args = ap.parse_args()
-    p = params.load()
-    g = p["grids"]
-    import torch
+    p = params.load_for_stage()
+    g = p.grids
+    mnist = artifacts.read_npz(args.data, ["test_x", "test_y"])
+    import torch  # only once params and data are known good
 
-    from mnist_vae import figures
-    from mnist_vae.data import load_binarized
+    from mnist_vae import figures, frames
+    from mnist_vae.inference import encode_all
     from mnist_vae.model import load_checkpoint
-    from mnist_vae.training import encode_all, make_deterministic, to_tensor
+    from mnist_vae.runtime import make_deterministic, to_tensor
 
-    make_deterministic(g["seed"])
+    make_deterministic(g.seed)
     device = torch.device("cpu")  # small work: the CPU keeps figures identical across machines
-    ds = load_binarized(args.data)
-    test_x = to_tensor(ds["test_x"][:p["train"]["test_limit"]], device)
-    test_y = ds["test_y"][:p["train"]["test_limit"]]
-    originals = test_x[p["tracking"]["recon_indices"]]
-    for name in p["models"]:
+    test_x = to_tensor(mnist["test_x"][:p.train.test_limit], device)
+    test_y = mnist["test_y"][:p.train.test_limit]
+    originals = test_x[list(p.tracking.recon_indices)]
+    for name in p.models:
         model = load_checkpoint(f"models/{name}.pt", device)
-        gen = torch.Generator().manual_seed(g["seed"])
+        gen = torch.Generator().manual_seed(g.seed)
         with torch.no_grad():
-            recon = figures.recon_frame(model, originals, torch.randn(len(originals), model.latent_dim, generator=gen))
-            prior = torch.randn(g["prior_samples"], model.latent_dim, generator=gen)
-            samples = figures.to_uint8(figures.tile(model.decode(prior), nrow=g["prior_nrow"]))
-        artifacts.write_png(f"{args.out}/{name}-reconstructions.png", figures.upscale(recon.numpy(), g["recon_scale"]))
+            recon = frames.recon_frame(model, originals, torch.randn(len(originals), model.latent_dim, generator=gen))
+            prior = torch.randn(g.prior_samples, model.latent_dim, generator=gen)
+            samples = frames.to_uint8(frames.tile(model.decode(prior), nrow=g.prior_nrow))
+        artifacts.write_png(f"{args.out}/{name}-reconstructions.png", frames.upscale(recon.numpy(), g.recon_scale))
         artifacts.write_png(f"{args.out}/{name}-prior-samples.png", samples.numpy())
         if model.latent_dim == 2:
-            z = figures.manifold_latents(g["manifold_n"], *g["manifold_quantiles"])
-            artifacts.write_png(f"{args.out}/{name}-manifold.png",
-                                figures.manifold_frame(model, z, g["manifold_n"]).numpy())
+            z = frames.manifold_latents(g.manifold_n, *g.manifold_quantiles)
+            artifacts.write_png(f"{args.out}/{name}-manifold.png", frames.manifold_frame(model, z, g.manifold_n).numpy())
             mu, _ = encode_all(model, test_x)
             fig = figures.latent_scatter(mu.numpy(), test_y, f"{name}: test-set encoder means (n={len(test_y):,})")
             artifacts.write_figure(f"{args.out}/{name}-latent-scatter.png", fig, dpi=120)

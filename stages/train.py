@@ -1,7 +1,8 @@
 """Stages train-20d / train-2d: train one model (its name under `models` in params.yaml).
 
 Writes models/<name>.pt (config + weights), reports/metrics/train-<name>.json,
-reports/plots/history-<name>.csv and data/tracking/<name>.npz (training frames).
+reports/plots/history-<name>.csv and data/tracking/<name>.npz (training frames; empty when
+tracking.enabled is false).
 """
 
 import argparse
@@ -9,24 +10,24 @@ import argparse
 import pandas as pd
 
 from mnist_vae import artifacts, cli, params
-from mnist_vae.model import checkpoint
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="a model name under `models` in params.yaml, e.g. vae20d")
-    ap.add_argument("--data", default="data/binarized/mnist.npz")
+    ap.add_argument("--data", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     args = ap.parse_args()
-    p = params.load()
-    params.model_params(p, args.model)  # fail on an unknown name before any work
+    p = params.load_for_stage()
+    arch = p.model(args.model)  # fails on an unknown name before any work
+    mnist = artifacts.read_npz(args.data, ["train_x", "test_x"])
+    from mnist_vae.model import checkpoint  # torch: only once params and data are known good
     from mnist_vae.training import fit
 
-    out = fit(p, args.model, args.data)
-    frames = out["frames"] if out["frames"] is not None else {}
-    artifacts.write_npz(f"data/tracking/{args.model}.npz", **frames)
+    out = fit(arch, p.train, p.tracking, mnist["train_x"], mnist["test_x"], name=args.model)
+    artifacts.write_npz(f"data/tracking/{args.model}.npz", **(out["frames"] or {}))
     artifacts.write_csv(f"reports/plots/history-{args.model}.csv", pd.DataFrame(out["history"]).drop(columns="seconds"))
     artifacts.write_json(f"reports/metrics/train-{args.model}.json", out["metrics"])
-    artifacts.write_torch(f"models/{args.model}.pt", checkpoint(out["model"], train=p["train"]))
+    artifacts.write_torch(f"models/{args.model}.pt", checkpoint(out["model"], train=p.train.model_dump()))
 
 
 if __name__ == "__main__":

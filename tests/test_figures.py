@@ -6,12 +6,16 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_vae import figures
-from mnist_vae.training import Tracker, frame_count, train
+from types import SimpleNamespace
+
+from conftest import params_with
+from mnist_vae import artifacts, figures, frames
+from mnist_vae.tracking import Tracker, frame_count
+from mnist_vae.training import train
 
 
 def test_manifold_coordinates_are_normal_quantiles():
-    g = figures.manifold_coordinates(20, 0.05, 0.95)
+    g = frames.manifold_coordinates(20, 0.05, 0.95)
     assert g[0] == pytest.approx(-1.6448536, abs=1e-6)  # Phi^-1(0.05)
     assert g[-1] == pytest.approx(1.6448536, abs=1e-6)
     # an independent inverse normal CDF (the standard library's) at the evenly spaced quantiles
@@ -25,23 +29,23 @@ def test_manifold_coordinates_are_normal_quantiles():
 
 def test_manifold_tile_is_decoder_output_at_grid_point(small_model):
     n = 5
-    z = figures.manifold_latents(n, 0.05, 0.95)
-    frame = figures.manifold_frame(small_model, z, n)
+    z = frames.manifold_latents(n, 0.05, 0.95)
+    frame = frames.manifold_frame(small_model, z, n)
     assert frame.shape == (n * 28, n * 28) and frame.dtype == torch.uint8
-    g = figures.manifold_coordinates(n, 0.05, 0.95)
+    g = frames.manifold_coordinates(n, 0.05, 0.95)
     for i, j in ((0, 0), (1, 3), (4, 2)):
         expected = small_model.decode(torch.tensor([[g[j], g[i]]], dtype=torch.float32)).reshape(28, 28)
         tile = frame[i * 28:(i + 1) * 28, j * 28:(j + 1) * 28]
-        assert torch.equal(tile, figures.to_uint8(expected))
+        assert torch.equal(tile, frames.to_uint8(expected))
 
 
 def test_recon_frame_top_row_is_the_originals(small_model):
     x = (torch.rand(5, 784, generator=torch.Generator().manual_seed(0)) > 0.5).float()
-    frame = figures.recon_frame(small_model, x, torch.zeros(5, 2))
+    frame = frames.recon_frame(small_model, x, torch.zeros(5, 2))
     assert frame.shape == (56, 140)
     for k in range(5):
         assert torch.equal(frame[:28, 28 * k:28 * (k + 1)], (x[k] * 255).to(torch.uint8).reshape(28, 28))
-    expected_bottom = figures.to_uint8(small_model.decode(small_model.encode(x)[0])[2].reshape(28, 28))
+    expected_bottom = frames.to_uint8(small_model.decode(small_model.encode(x)[0])[2].reshape(28, 28))
     assert torch.equal(frame[28:, 56:84], expected_bottom)
 
 
@@ -49,37 +53,38 @@ def test_recon_frame_top_row_is_the_originals(small_model):
 def test_frame_count_is_one_plus_ceil_batches_over_every(small_model, n_images, batch_size, epochs, every):
     x = (torch.rand(n_images, 784, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     total = math.ceil(n_images / batch_size) * epochs
-    z = figures.manifold_latents(3, 0.05, 0.95)
+    z = frames.manifold_latents(3, 0.05, 0.95)
     tracker = Tracker(x[:5].clone(), every, total, z, 3)
-    cfg = {"batch_size": batch_size, "epochs": epochs, "lr": 1e-3, "seed": 0, "eval_batch_size": 100}
+    cfg = params_with({"train.batch_size": batch_size, "train.epochs": epochs, "train.seed": 0,
+                       "train.eval_batch_size": 100}).train
     train(small_model, x, x[:50], cfg, tracker, progress=False)
     arrays = tracker.arrays()
     assert len(arrays["recon"]) == len(arrays["manifold"]) == frame_count(total, every) == 1 + math.ceil(total / every)
     assert arrays["batch"][0] == 0 and arrays["batch"][-1] == total
     assert arrays["manifold"].shape[1:] == (84, 84)
     # the last frame shows the final model
-    assert np.array_equal(arrays["manifold"][-1], figures.manifold_frame(small_model, z, 3).numpy())
+    assert np.array_equal(arrays["manifold"][-1], frames.manifold_frame(small_model, z, 3).numpy())
 
 
 def test_tracking_does_not_change_training():
     from mnist_vae.model import VAE
 
     x = (torch.rand(200, 784, generator=torch.Generator().manual_seed(0)) > 0.5).float()
-    cfg = {"batch_size": 50, "epochs": 1, "lr": 1e-3, "seed": 0, "eval_batch_size": 100}
+    cfg = params_with({"train.batch_size": 50, "train.epochs": 1, "train.seed": 0, "train.eval_batch_size": 100}).train
     results = []
     for tracked in (False, True):
         torch.manual_seed(5)
         model = VAE(2, [16])
-        tracker = Tracker(x[:3].clone(), 1, 4, figures.manifold_latents(2, 0.1, 0.9), 2) if tracked else None
+        tracker = Tracker(x[:3].clone(), 1, 4, frames.manifold_latents(2, 0.1, 0.9), 2) if tracked else None
         results.append(train(model, x, x, cfg, tracker, progress=False)["final"]["test_loss"])
         results.append(model.head.weight.detach().clone())
     assert results[0] == results[2] and torch.equal(results[1], results[3])
 
 
 def test_gif_frame_count_duration_and_loop(tmp_path):
-    frames = np.random.default_rng(0).integers(0, 256, size=(23, 10, 12), dtype=np.uint8)
-    spec = {"start": 0, "stop": None, "step": 5, "seconds_per_frame": 0.05}
-    figures.write_gif(tmp_path / "a.gif", figures.upscale(figures.select_frames(frames, spec), 2), 0.05)
+    stack = np.random.default_rng(0).integers(0, 256, size=(23, 10, 12), dtype=np.uint8)
+    spec = SimpleNamespace(start=0, stop=None, step=5)
+    artifacts.write_gif(tmp_path / "a.gif", frames.upscale(frames.select_frames(stack, spec), 2), 0.05)
     back = iio.imread(tmp_path / "a.gif", index=None)
     assert back.shape[0] == 5 and back.shape[1:3] == (20, 24)
     with Image.open(tmp_path / "a.gif") as im:
@@ -93,16 +98,17 @@ def test_gif_frame_count_duration_and_loop(tmp_path):
 
 
 def test_reference_gif_frame_counts():
-    frames = np.zeros((470, 1, 1), dtype=np.uint8)  # 1 + ceil(4690 / 10) frames of a 10-epoch run
-    spec = lambda start, stop, step: {"start": start, "stop": stop, "step": step}
-    assert len(figures.select_frames(frames, spec(0, None, 5))) == 94
-    assert len(figures.select_frames(frames, spec(0, 200, 2))) == 100
-    assert len(figures.select_frames(frames, spec(0, 150, 1))) == 150
+    stack = np.zeros((470, 1, 1), dtype=np.uint8)  # 1 + ceil(4690 / 10) frames of a 10-epoch run
+    spans = params_with().gifs
+    assert len(frames.select_frames(stack, spans.manifold_all)) == 94
+    assert len(frames.select_frames(stack, spans.manifold_early)) == 100
+    assert len(frames.select_frames(stack, spans.recon_all)) == 94
+    assert len(frames.select_frames(stack, spans.recon_early)) == 150
 
 
 def test_upscale_is_nearest_neighbour():
     a = np.array([[1, 2], [3, 4]], dtype=np.uint8)
-    assert figures.upscale(a, 2).tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    assert frames.upscale(a, 2).tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
 
 
 def test_latent_scatter_has_one_point_per_image():
@@ -120,14 +126,13 @@ def test_tile_matches_torchvision_make_grid(k, nrow):
 
     images = torch.rand(k, 784)
     expected = make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=0)[0]
-    assert torch.equal(figures.tile(images, nrow), expected)
+    assert torch.equal(frames.tile(images, nrow), expected)
 
 
 def test_tracked_index_beyond_the_test_set_is_a_params_error(small_model):
     from mnist_vae.params import ParamsError
-    from mnist_vae.training import make_tracker
+    from mnist_vae.tracking import make_tracker
 
-    tracking = {"enabled": True, "every": 10, "recon_indices": [1, 40], "manifold_n": 3,
-                "manifold_quantiles": [0.05, 0.95]}
+    tracking = params_with({"tracking.recon_indices": [1, 40]}).tracking
     with pytest.raises(ParamsError, match="tracking.recon_indices"):
         make_tracker(small_model, torch.zeros(30, 784), tracking, 100, 0)

@@ -8,7 +8,7 @@ from conftest import REPO
 
 def test_architectures_of_both_models_and_output_shapes():
     p = params.load(REPO / "params.yaml")
-    m20, m2 = build(p["models"]["vae20d"]), build(p["models"]["vae2d"])
+    m20, m2 = build(p.models["vae20d"]), build(p.models["vae2d"])
     # 784-400-(2x20) encoder, 20-400-784 decoder: about 650k parameters, as in the reference
     assert sum(t.numel() for t in m20.parameters()) == 652_824
     assert [l.out_features for l in m2.encoder if isinstance(l, torch.nn.Linear)] == [400, 150]

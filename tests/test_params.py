@@ -18,9 +18,9 @@ def raw():
 
 def test_repository_params_are_valid(raw):
     p = params.validate(raw)
-    assert p["models"]["vae2d"]["decoder_hidden"] == [150, 400]  # null -> mirrored encoder
-    assert p["models"]["vae20d"]["decoder_hidden"] == [400]
-    assert p["train"]["epochs"] == 10 and p["train"]["batch_size"] == 128 and p["train"]["seed"] == 199
+    assert p.models["vae2d"].decoder_sizes == [150, 400]  # null -> mirrored encoder
+    assert p.models["vae20d"].decoder_sizes == [400]
+    assert p.train.epochs == 10 and p.train.batch_size == 128 and p.train.seed == 199
 
 
 @pytest.mark.parametrize("path, value, key", [
@@ -60,7 +60,7 @@ def test_unknown_and_missing_keys(raw):
 
 def test_cuda_device_names_are_accepted(raw):
     raw["train"]["device"] = "cuda:1"
-    assert params.validate(raw)["train"]["device"] == "cuda:1"
+    assert params.validate(raw).train.device == "cuda:1"
 
 
 def test_stage_with_impossible_param_stops_before_writing(tmp_path, raw):

@@ -153,35 +153,29 @@ def test_fused_step_check_catches_an_edited_objective(monkeypatch):
     check_against_autograd(model, x, eps)
 
 
-def _tiny_fit(tmp_path, step):
+def _tiny_fit(step):
     import numpy as np
-    import yaml
 
-    from conftest import REPO
-    from mnist_vae import params
-    from mnist_vae.artifacts import write_npz
+    from conftest import params_with
     from mnist_vae.training import fit
 
     rng = np.random.default_rng(0)
     images = lambda n: (rng.random((n, 784)) < 0.15).astype(np.uint8)  # noqa: E731
-    labels = lambda n: rng.integers(0, 10, n).astype(np.uint8)  # noqa: E731
-    write_npz(tmp_path / "d.npz", train_x=images(300), train_y=labels(300), test_x=images(50), test_y=labels(50))
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"].update(epochs=1, batch_size=64, step=step, device="cpu")
-    raw["tracking"]["enabled"] = False
-    return fit(params.validate(raw), "vae20d", str(tmp_path / "d.npz"), progress=False)
+    p = params_with({"train.epochs": 1, "train.batch_size": 64, "train.step": step, "train.device": "cpu",
+                     "tracking.enabled": False})
+    return fit(p.models["vae20d"], p.train, p.tracking, images(300), images(50), progress=False)
 
 
-def test_scaled_kl_stops_the_fused_fit_and_trains_with_autograd(tmp_path, monkeypatch):
+def test_scaled_kl_stops_the_fused_fit_and_trains_with_autograd(monkeypatch):
     """An objective.py edit that step.py does not follow: the fused fit stops on its first batch
     naming the way out; with train.step: autograd the same edit trains."""
     from mnist_vae.step import StepMismatchError
 
-    plain = _tiny_fit(tmp_path, "fused")["metrics"]
+    plain = _tiny_fit("fused")["metrics"]
     _scaled_kl(monkeypatch, 0.9)
     with pytest.raises(StepMismatchError, match="Set `train.step: autograd`"):
-        _tiny_fit(tmp_path, "fused")
-    scaled = _tiny_fit(tmp_path, "autograd")["metrics"]
+        _tiny_fit("fused")
+    scaled = _tiny_fit("autograd")["metrics"]
     assert scaled["epochs"] == 1
     # the test loss is evaluated with the edited objective too: BCE + 0.9 KL
     assert scaled["test_loss"] == pytest.approx(scaled["test_bce"] + scaled["test_kl"])

@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 from .objective import kl_divergence, negative_elbo_samples
-from .training import encode_all
+from .inference import encode_all
 
 log = logging.getLogger(__name__)
 

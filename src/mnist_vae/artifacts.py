@@ -1,7 +1,12 @@
-"""Atomic writing of every artifact: a temp file in the target's folder, then a rename.
+"""Reading and writing every artifact.
 
-An interrupted or failed stage leaves either the previous file or none, never a half-written
-one that looks valid. Temp files start with '.' and end in '.tmp' and are removed on failure.
+Writing is atomic: a temp file in the target's folder, then a rename, so an interrupted or
+failed stage leaves either the previous file or none, never a half-written one that looks
+valid. Temp files start with '.' and end in '.tmp' and are removed on failure.
+
+Reading goes through :func:`read_npz` and :func:`read_torch`: a missing, truncated or
+unexpected file raises DataError naming the file and the command that restores it (the stage
+that writes it is looked up in dvc.yaml), never a traceback from inside numpy or torch.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import yaml
+
+from .errors import DataError
 
 
 @contextlib.contextmanager
@@ -94,3 +102,78 @@ def write_figure(path: str | Path, fig, **kwargs) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip("."), **kwargs)
     plt.close(fig)
+
+
+def write_gif(path: str | Path, frames: np.ndarray, seconds_per_frame: float) -> None:
+    """Frames (T x H x W uint8) as a GIF that loops forever, written atomically by imageio."""
+    import imageio.v3 as iio
+
+    if len(frames) == 0:
+        raise DataError(f"{path}: no frames selected (check the gifs params' start/stop/step)")
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, frames, extension=".gif", duration=round(seconds_per_frame * 1000), loop=0)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def producing_stage(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str | None:
+    """The dvc.yaml stage that writes `path` (an out, or a file inside an out directory)."""
+    try:
+        stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    target = Path(path).as_posix()
+    for name, stage in stages.items():
+        for group in ("outs", "metrics", "plots"):
+            for out in stage.get(group) or []:
+                out = next(iter(out)) if isinstance(out, dict) else out
+                if target == out or target.startswith(out.rstrip("/") + "/"):
+                    return name
+    return None
+
+
+def restore_hint(path: str | Path) -> str:
+    stage = producing_stage(path)
+    if stage is None:
+        return f"restore it with `dvc checkout {path}` or rerun the stage that writes it"
+    return f"restore it with `dvc checkout {path}` (from DVC's cache) or rebuild it with `dvc repro -f -s {stage}`"
+
+
+def read_npz(path: str | Path, required: tuple[str, ...] | list[str] = ()) -> dict[str, np.ndarray]:
+    """Every array of an .npz artifact; DataError naming the file when it is missing, not a
+    readable .npz, holds pickled objects, or lacks one of the `required` arrays."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found; {restore_hint(path)}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in required if k not in npz.files]
+            if missing:
+                raise DataError(f"{path}: has no array {missing[0]!r} (it has {', '.join(npz.files) or 'none'}); "
+                                f"{restore_hint(path)}")
+            return {k: npz[k] for k in npz.files}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        reason = "holds pickled objects" if "allow_pickle" in str(exc) else f"{type(exc).__name__}"
+        raise DataError(f"{path}: not a readable .npz file ({reason}: truncated or replaced?); "
+                        f"{restore_hint(path)}") from None
+
+
+def read_torch(path: str | Path, device: Any = "cpu") -> Any:
+    """A torch.save'd artifact (weights only); DataError naming the file when it is missing or
+    unreadable."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found; {restore_hint(path)}")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: not a readable checkpoint ({first}: truncated or replaced?); "
+                        f"{restore_hint(path)}") from None

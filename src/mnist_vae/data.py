@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST: fetching with md5 checks, IDX parsing, binarization, loading."""
+"""MNIST and Fashion-MNIST: fetching with md5 checks, IDX parsing, binarization."""
 
 from __future__ import annotations
 
@@ -14,15 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets import MNIST, FashionMNIST
 
 from .artifacts import atomic_path, write_npz
+from .errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-class DataError(RuntimeError):
-    """Bad or unavailable input data; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -53,16 +49,19 @@ CONTENT_MD5 = {
 }
 
 
-def _dataset(name: str, env: str, tv_class) -> Dataset:
-    """File names, gz md5s and public mirrors come from torchvision, the reference's own loader."""
+DATASET_NAMES = ("mnist", "fashion-mnist")
+_MIRROR_ENV = {"mnist": "MNIST_MIRROR", "fashion-mnist": "FASHION_MNIST_MIRROR"}
+
+
+def dataset(name: str) -> Dataset:
+    """File names, gz md5s and public mirrors come from torchvision, the reference's own loader
+    (imported here, not at module load: binarize and the params checks need no torch)."""
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    tv_class = {"mnist": MNIST, "fashion-mnist": FashionMNIST}[name]
     resources = tuple((f, md5, CONTENT_MD5[name][f]) for f, md5 in tv_class.resources)
-    return Dataset(name, env, tuple(tv_class.mirrors), resources)
+    return Dataset(name, _MIRROR_ENV[name], tuple(tv_class.mirrors), resources)
 
-
-DATASETS = {
-    "mnist": _dataset("mnist", "MNIST_MIRROR", MNIST),
-    "fashion-mnist": _dataset("fashion-mnist", "FASHION_MNIST_MIRROR", FashionMNIST),
-}
 
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -120,11 +119,12 @@ def sources_for(dataset: Dataset, mirror_dir: str | None) -> list[tuple[str, str
 
 
 def fetch_file(filename: str, md5: str, content_md5: str, dest_dir: Path, sources: list[tuple[str, str]],
-               timeout: float = 30) -> str:
+               timeout: float = 30, hint: str = "") -> str:
     """Fetch one file into dest_dir from the first source that serves it with the right md5.
 
     Returns the description of the source used. A file that fails its check never reaches
-    dest_dir. When every source fails, raises DataError listing each source and why.
+    dest_dir. When every source fails, raises DataError listing each source and why, then
+    `hint` (what to set).
     """
     dest = Path(dest_dir) / filename
     failures = []
@@ -146,27 +146,45 @@ def fetch_file(filename: str, md5: str, content_md5: str, dest_dir: Path, source
         except (OSError, ValueError) as exc:  # missing file, network errors (URLError is an OSError)
             failures.append(f"  {desc}: {type(exc).__name__}: {exc}")
     if not failures:
-        failures.append(f"  (no source: set {OFFLINE_ENV}=0 or a mirror directory)")
-    raise DataError(f"could not fetch {filename}; sources tried:\n" + "\n".join(failures))
+        failures.append("  (no source to try)")
+    raise DataError(f"could not fetch {filename}; sources tried:\n" + "\n".join(failures) + (f"\n{hint}" if hint else ""))
 
 
-def download(dataset: str | Dataset, dest_dir: str | Path, mirror_dir: str | None = None, timeout: float = 30) -> dict:
-    """Fetch the four files of a dataset into dest_dir; return {file: source}."""
-    ds = DATASETS[dataset] if isinstance(dataset, str) else dataset
+def _hint(ds: Dataset, mirror_dir: str | None) -> str:
+    offline = os.environ.get(OFFLINE_ENV, "") in ("1", "true", "yes")
+    folder = "/usr/share/datasets/fashion-mnist (Debian: apt-get install dataset-fashion-mnist)" \
+        if ds.name == "fashion-mnist" else "a folder holding the four official gz files"
+    if mirror_dir:
+        return f"{ds.name}: check that {ds.mirror_env}={mirror_dir} holds the four official gz files."
+    why = f"{OFFLINE_ENV}=1 turns the public mirrors off" if offline else "the public mirrors failed"
+    return f"{ds.name}: {ds.mirror_env} is not set and {why}; set {ds.mirror_env} to {folder}."
+
+
+def download(dataset_name: str | Dataset, dest_dir: str | Path, mirror_dir: str | None = None,
+             timeout: float = 30) -> dict:
+    """Fetch the four files of a dataset into dest_dir; return {file: source}. A dest_dir this
+    call created is removed again when nothing could be fetched."""
+    ds = dataset(dataset_name) if isinstance(dataset_name, str) else dataset_name
     if mirror_dir is None:
         mirror_dir = os.environ.get(ds.mirror_env) or None
     sources = sources_for(ds, mirror_dir)
     dest_dir = Path(dest_dir)
+    created = not dest_dir.exists()
     dest_dir.mkdir(parents=True, exist_ok=True)
     used = {}
-    for filename, md5, content_md5 in ds.resources:
-        existing = dest_dir / filename
-        if existing.exists() and verify(existing, md5, content_md5) is None:
-            used[filename] = "already present"
-            continue
-        existing.unlink(missing_ok=True)
-        used[filename] = fetch_file(filename, md5, content_md5, dest_dir, sources, timeout)
-        log.info("%s/%s: md5 ok (from %s)", ds.name, filename, used[filename])
+    try:
+        for filename, md5, content_md5 in ds.resources:
+            existing = dest_dir / filename
+            if existing.exists() and verify(existing, md5, content_md5) is None:
+                used[filename] = "already present"
+                continue
+            existing.unlink(missing_ok=True)
+            used[filename] = fetch_file(filename, md5, content_md5, dest_dir, sources, timeout, _hint(ds, mirror_dir))
+            log.info("%s/%s: md5 ok (from %s)", ds.name, filename, used[filename])
+    except BaseException:
+        if created and not any(dest_dir.iterdir()):
+            dest_dir.rmdir()
+        raise
     return used
 
 
@@ -233,11 +251,3 @@ def binarize_dataset(raw_dir: str | Path, out_path: str | Path, threshold: float
         arrays[f"{split}_y"] = labels.copy()
     write_npz(out_path, **arrays)
     return {k: v.shape for k, v in arrays.items()}
-
-
-def load_binarized(path: str | Path) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: binarized data not found (run the binarize stage)")
-    with np.load(path) as npz:
-        return {k: npz[k] for k in npz.files}

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from .objective import iwae_bound
-from .training import encode_all, evaluate
+from .inference import encode_all, evaluate_elbo
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +42,20 @@ def iwae_nll(model, x: torch.Tensor, k: int, seed: int, chunk: int = 100, images
     return torch.cat(out)
 
 
-def evaluate_model(model, test_x: torch.Tensor, cfg: dict[str, Any], eval_batch_size: int,
+def evaluate_model(model, test_x: torch.Tensor, cfg: Any, eval_batch_size: int,
                    progress: bool = True) -> dict[str, Any]:
     """Metrics of a trained model on the test set (ELBO, IWAE NLL, active units) and the
-    per-image IWAE NLL and per-dimension variance of the encoder means behind them."""
+    per-image IWAE NLL and per-dimension variance of the encoder means behind them; `cfg` is
+    the `evaluate` params."""
     t0 = time.perf_counter()
-    elbo = evaluate(model, test_x, eval_batch_size, torch.Generator(device=test_x.device).manual_seed(cfg["seed"]))
-    iwae_x = test_x[:cfg["iwae_images"]]
-    nll = iwae_nll(model, iwae_x, cfg["iwae_k"], cfg["seed"], cfg["iwae_chunk"], progress=progress)
-    n_active, variance = active_units(model, test_x, cfg["active_unit_threshold"])
+    elbo = evaluate_elbo(model, test_x, eval_batch_size, torch.Generator(device=test_x.device).manual_seed(cfg.seed))
+    iwae_x = test_x[:cfg.iwae_images]
+    nll = iwae_nll(model, iwae_x, cfg.iwae_k, cfg.seed, cfg.iwae_chunk, progress=progress)
+    n_active, variance = active_units(model, test_x, cfg.active_unit_threshold)
     metrics = {
         "test_neg_elbo": elbo["loss"],
         "test_iwae_nll": float(nll.mean()),
-        "iwae_k": cfg["iwae_k"],
+        "iwae_k": cfg.iwae_k,
         "iwae_images": len(iwae_x),
         "iwae_gap": elbo["loss"] - float(nll.mean()),
         "active_units": n_active,
@@ -62,6 +63,6 @@ def evaluate_model(model, test_x: torch.Tensor, cfg: dict[str, Any], eval_batch_
         "eval_seconds": time.perf_counter() - t0,
     }
     log.info("neg ELBO %.2f, IWAE NLL (K=%d) %.2f, active units %d/%d", metrics["test_neg_elbo"],
-             cfg["iwae_k"], metrics["test_iwae_nll"], n_active, model.latent_dim)
+             cfg.iwae_k, metrics["test_iwae_nll"], n_active, model.latent_dim)
     arrays = {"iwae_nll": nll.cpu().numpy(), "latent_mean_variance": variance.cpu().numpy()}
     return {"metrics": metrics, "arrays": arrays}

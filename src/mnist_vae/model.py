@@ -7,6 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .artifacts import read_torch, restore_hint
+from .errors import DataError
+
 IMAGE_PIXELS = 784
 
 
@@ -63,8 +66,9 @@ class VAE(nn.Module):
         return self.decode_logits(self.reparameterize(mu, logvar, eps)), mu, logvar
 
 
-def build(model_params: dict[str, Any]) -> VAE:
-    return VAE(model_params["latent_dim"], model_params["encoder_hidden"], model_params["decoder_hidden"])
+def build(arch: Any) -> VAE:
+    """A VAE from a `models` params entry."""
+    return VAE(arch.latent_dim, list(arch.encoder_hidden), arch.decoder_sizes)
 
 
 def checkpoint(model: VAE, **extra: Any) -> dict[str, Any]:
@@ -74,13 +78,14 @@ def checkpoint(model: VAE, **extra: Any) -> dict[str, Any]:
 
 
 def load_checkpoint(path, device: str | torch.device = "cpu") -> VAE:
-    from .data import DataError
-
+    """A model saved by :func:`checkpoint`; DataError naming the file when it is missing,
+    unreadable, or not a checkpoint of this model."""
+    ckpt = read_torch(path, device)
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise DataError(f"{path}: model not found (run its train stage)") from None
-    cfg = ckpt["config"]
-    model = VAE(cfg["latent_dim"], cfg["encoder_hidden"], cfg["decoder_hidden"], cfg["input_dim"])
-    model.load_state_dict(ckpt["state_dict"])
+        cfg = ckpt["config"]
+        model = VAE(cfg["latent_dim"], cfg["encoder_hidden"], cfg["decoder_hidden"], cfg["input_dim"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise DataError(f"{path}: not a checkpoint of this project's VAE ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:120]}); {restore_hint(path)}") from None
     return model.to(device).eval()

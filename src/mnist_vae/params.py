@@ -1,226 +1,295 @@
-"""Loading and validating params.yaml.
+"""params.yaml as typed settings, validated once when a stage loads it.
 
-The whole file is checked once, when a stage loads it: an unknown key, a wrong type or an
-impossible value raises :class:`ParamsError` naming the dotted key, before anything is written.
+An unknown key, a wrong type or an impossible value raises :class:`ParamsError` with one line
+naming the dotted key, before anything is written. Code reads ``p.train.epochs``.
+
+A stage gets only what its entry in dvc.yaml declares (:func:`load_for_stage`): reading any
+other key raises at once, so a stage cannot depend on a param DVC does not know it depends on.
 """
 
 from __future__ import annotations
 
-import math
+import shlex
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ParamsError
+
+__all__ = ["Params", "ParamsError", "load", "load_for_stage", "validate"]
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
 
 
-class ParamsError(ValueError):
-    """A params.yaml value that cannot be used; the message names the key."""
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-# --- value checkers: each takes (key, value) and returns the cleaned value or raises -----------
-
-Check = Callable[[str, Any], Any]
-
-
-def _fail(key: str, expected: str, value: Any) -> None:
-    raise ParamsError(f"params: '{key}' must be {expected}, got {value!r}")
-
-
-def integer(minimum: int | None = None) -> Check:
-    def check(key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, "an integer", value)
-        if minimum is not None and value < minimum:
-            _fail(key, f"an integer >= {minimum}", value)
-        return value
-
-    return check
-
-
-def number(low: float | None = None, high: float | None = None, open_low=False, open_high=False) -> Check:
-    def check(key: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            _fail(key, "a finite number", value)
-        lo_bad = low is not None and (value <= low if open_low else value < low)
-        hi_bad = high is not None and (value >= high if open_high else value > high)
-        if lo_bad or hi_bad:
-            lo = "" if low is None else ("(" if open_low else "[") + str(low)
-            hi = "" if high is None else str(high) + (")" if open_high else "]")
-            _fail(key, f"a number in {lo or '(-inf'}, {hi or 'inf)'}", value)
-        return float(value)
-
-    return check
-
-
-def boolean(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        _fail(key, "true or false", value)
+def _quantiles(value: list[float]) -> list[float]:
+    if len(value) != 2 or not 0 < value[0] < value[1] < 1:
+        raise ValueError("must be [low, high] with 0 < low < high < 1")
     return value
 
 
-def string(*choices: str, pattern: Callable[[str], bool] | None = None) -> Check:
-    def check(key: str, value: Any) -> str:
-        if not isinstance(value, str):
-            _fail(key, "a string", value)
-        if choices and value not in choices and not (pattern and pattern(value)):
-            _fail(key, "one of " + ", ".join(choices), value)
-        return value
-
-    return check
+class DataParams(_Section):
+    threshold: float = Field(gt=0, lt=1)
 
 
-def optional(inner: Check) -> Check:
-    def check(key: str, value: Any) -> Any:
-        return None if value is None else inner(key, value)
+class ModelParams(_Section):
+    latent_dim: PosInt
+    encoder_hidden: list[PosInt] = Field(min_length=1)  # the fused step needs at least one hidden layer
+    decoder_hidden: list[PosInt] | None = Field(default=..., min_length=1)
 
-    return check
-
-
-def int_list(minimum: int, min_len: int = 0) -> Check:
-    item = integer(minimum)
-
-    def check(key: str, value: Any) -> list[int]:
-        if not isinstance(value, list) or len(value) < min_len:
-            _fail(key, f"a list of at least {min_len} integers", value)
-        return [item(f"{key}[{i}]", v) for i, v in enumerate(value)]
-
-    return check
+    @property
+    def decoder_sizes(self) -> list[int]:
+        """The decoder's hidden sizes: as given, or (null) the encoder's mirrored."""
+        return list(self.decoder_hidden) if self.decoder_hidden is not None else list(reversed(self.encoder_hidden))
 
 
-def quantile_range(key: str, value: Any) -> list[float]:
-    if not isinstance(value, list) or len(value) != 2:
-        _fail(key, "a list [low, high] of two quantiles", value)
-    lo, hi = (number(0, 1, open_low=True, open_high=True)(f"{key}[{i}]", v) for i, v in enumerate(value))
-    if lo >= hi:
-        _fail(key, "[low, high] with 0 < low < high < 1", value)
-    return [lo, hi]
+class TrainParams(_Section):
+    epochs: PosInt
+    batch_size: PosInt
+    lr: float = Field(gt=0, le=10)
+    seed: NonNegInt
+    device: str
+    train_limit: PosInt | None
+    test_limit: PosInt | None
+    eval_batch_size: PosInt
+    step: Literal["fused", "autograd"]
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError("must be one of auto, cpu, cuda, cuda:N")
 
 
-def _is_cuda(value: str) -> bool:
-    return value.startswith("cuda:") and value[5:].isdigit()
+class TrackingParams(_Section):
+    enabled: bool
+    every: PosInt
+    recon_indices: list[NonNegInt] = Field(min_length=1)
+    manifold_n: int = Field(ge=2)
+    manifold_quantiles: list[float]
+
+    _q = field_validator("manifold_quantiles")(_quantiles)
 
 
-# --- the schema ---------------------------------------------------------------------------------
-
-MODEL = {
-    "latent_dim": integer(1),
-    "encoder_hidden": int_list(1),
-    "decoder_hidden": optional(int_list(1)),
-}
-
-GIF = {
-    "start": integer(0),
-    "stop": optional(integer(1)),
-    "step": integer(1),
-    "seconds_per_frame": number(0.01, 10),
-}
-
-SCHEMA: dict[str, Any] = {
-    "data": {"threshold": number(0, 1, open_low=True, open_high=True)},
-    "models": ("mapping", MODEL),
-    "train": {
-        "epochs": integer(1),
-        "batch_size": integer(1),
-        "lr": number(0, 10, open_low=True),
-        "seed": integer(0),
-        "device": string("auto", "cpu", "cuda", pattern=_is_cuda),
-        "train_limit": optional(integer(1)),
-        "test_limit": optional(integer(1)),
-        "eval_batch_size": integer(1),
-        "step": string("fused", "autograd"),
-    },
-    "tracking": {
-        "enabled": boolean,
-        "every": integer(1),
-        "recon_indices": int_list(0, min_len=1),
-        "manifold_n": integer(2),
-        "manifold_quantiles": quantile_range,
-    },
-    "evaluate": {
-        "iwae_k": integer(1),
-        "iwae_images": optional(integer(1)),
-        "iwae_chunk": integer(1),
-        "active_unit_threshold": number(0, open_low=True),
-        "seed": integer(0),
-    },
-    "grids": {
-        "manifold_n": integer(2),
-        "manifold_quantiles": quantile_range,
-        "recon_scale": integer(1),
-        "prior_samples": integer(1),
-        "prior_nrow": integer(1),
-        "seed": integer(0),
-    },
-    "gifs": {
-        "manifold_all": GIF,
-        "manifold_early": GIF,
-        "recon_all": GIF,
-        "recon_early": GIF,
-        "recon_scale": integer(1),
-        "manifold_scale": integer(1),
-    },
-    "anomaly": {
-        "model": string(),
-        "k": number(0, open_low=True),
-        "seed": integer(0),
-        "noise_images": integer(1),
-        "elbo_samples": integer(1),
-        "batch_size": integer(1),
-    },
-}
+class EvaluateParams(_Section):
+    iwae_k: PosInt
+    iwae_images: PosInt | None
+    iwae_chunk: PosInt
+    active_unit_threshold: float = Field(gt=0)
+    seed: NonNegInt
 
 
-def _validate(schema: Any, value: Any, key: str) -> Any:
-    if callable(schema):
-        return schema(key, value)
-    if isinstance(schema, tuple):  # ("mapping", item schema): free names, each checked by item
-        if not isinstance(value, dict) or not value:
-            _fail(key, "a non-empty mapping", value)
-        return {name: _validate(schema[1], v, f"{key}.{name}") for name, v in value.items()}
-    if not isinstance(value, dict):
-        _fail(key or "params", "a mapping", value)
-    prefix = f"{key}." if key else ""
-    unknown = sorted(set(value) - set(schema))
-    if unknown:
-        raise ParamsError(f"params: unknown key '{prefix}{unknown[0]}' (allowed: {', '.join(schema)})")
-    missing = [k for k in schema if k not in value]
-    if missing:
-        raise ParamsError(f"params: missing key '{prefix}{missing[0]}'")
-    return {k: _validate(s, value[k], prefix + k) for k, s in schema.items()}
+class GridsParams(_Section):
+    manifold_n: int = Field(ge=2)
+    manifold_quantiles: list[float]
+    recon_scale: PosInt
+    prior_samples: PosInt
+    prior_nrow: PosInt
+    seed: NonNegInt
+
+    _q = field_validator("manifold_quantiles")(_quantiles)
 
 
-def validate(raw: Any) -> dict[str, Any]:
-    """Check a parsed params mapping against the schema; return it with defaults resolved."""
-    params = _validate(SCHEMA, raw, "")
-    for name, model in params["models"].items():
-        if model["decoder_hidden"] is None:
-            model["decoder_hidden"] = list(reversed(model["encoder_hidden"]))
-    if params["anomaly"]["model"] not in params["models"]:
-        raise ParamsError(
-            f"params: 'anomaly.model' must name one of models ({', '.join(params['models'])}), "
-            f"got {params['anomaly']['model']!r}"
-        )
-    for name in ("manifold_all", "manifold_early", "recon_all", "recon_early"):
-        gif = params["gifs"][name]
-        if gif["stop"] is not None and gif["stop"] <= gif["start"]:
-            _fail(f"gifs.{name}.stop", f"greater than start ({gif['start']})", gif["stop"])
-    return params
+class GifSpan(_Section):
+    start: NonNegInt
+    stop: PosInt | None
+    step: PosInt
+    seconds_per_frame: float = Field(ge=0.01, le=10)
+
+    @model_validator(mode="after")
+    def _stop_after_start(self) -> "GifSpan":
+        if self.stop is not None and self.stop <= self.start:
+            raise ValueError(f"stop: must be greater than start ({self.start}), got {self.stop}")
+        return self
 
 
-def load(path: str | Path = "params.yaml") -> dict[str, Any]:
+class GifsParams(_Section):
+    manifold_all: GifSpan
+    manifold_early: GifSpan
+    recon_all: GifSpan
+    recon_early: GifSpan
+    recon_scale: PosInt
+    manifold_scale: PosInt
+
+
+class AnomalyParams(_Section):
+    model: str
+    k: float = Field(gt=0)
+    seed: NonNegInt
+    noise_images: PosInt
+    elbo_samples: PosInt
+    batch_size: PosInt
+
+
+class Params(_Section):
+    data: DataParams
+    models: dict[str, ModelParams] = Field(min_length=1)
+    train: TrainParams
+    tracking: TrackingParams
+    evaluate: EvaluateParams
+    grids: GridsParams
+    gifs: GifsParams
+    anomaly: AnomalyParams
+
+    @model_validator(mode="after")
+    def _anomaly_model_is_a_model(self) -> "Params":
+        if self.anomaly.model not in self.models:
+            raise ValueError(f"anomaly.model: must name one of models ({', '.join(self.models)}), "
+                             f"got {self.anomaly.model!r}")
+        return self
+
+    def model(self, name: str) -> ModelParams:
+        if name not in self.models:
+            raise ParamsError(f"params: no model 'models.{name}' (known: {', '.join(self.models)})")
+        return self.models[name]
+
+
+def _dotted(loc: tuple) -> str:
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
+def _message(error: dict[str, Any], raw: Any) -> str:
+    """One line for pydantic's first error, in the words of the old hand-written validator."""
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in
+                                                                          ("int", "none", "list[int]"))))
+    key = _dotted(loc)
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        return f"params: unknown key '{key}'" + (f" (not a key of '{parent}')" if parent else "")
+    if kind == "missing":
+        return f"params: missing key '{key}'"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+        field, sep, rest = msg.partition(": ")
+        if sep and field.replace(".", "").replace("_", "").isalnum():  # "field: message" from a model validator
+            return f"params: '{key + '.' if key else ''}{field}' {rest}"
+    if not key:
+        return f"params: {msg}"
+    return f"params: '{key}' {msg[0].lower() + msg[1:]}, got {error.get('input')!r}"
+
+
+def validate(raw: Any) -> Params:
+    """Check a parsed params mapping; raise ParamsError naming the first bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params: the file must hold a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_message(exc.errors()[0], raw)) from None
+
+
+def load(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ParamsError(f"params: file not found: {path}") from None
+        raise ParamsError(f"params: {path} not found (run stages from the repository root, where params.yaml "
+                          f"is; the working directory is {Path.cwd()})") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"params: {path} is not valid YAML: {exc}") from None
+        raise ParamsError(f"params: {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     return validate(raw)
 
 
-def model_params(params: dict[str, Any], name: str) -> dict[str, Any]:
+# --- what a stage may read ------------------------------------------------------------------
+
+
+class StageView:
+    """A read-only view of validated params that raises on any key the stage does not declare.
+
+    ``declared`` are dvc.yaml's params entries for the stage: a section ("train") or a dotted
+    key ("train.device"); an attribute is readable when it or a section above it is declared.
+    """
+
+    def __init__(self, node: Any, declared: set[str], stage: str, prefix: str = ""):
+        object.__setattr__(self, "_node", node)
+        object.__setattr__(self, "_declared", declared)
+        object.__setattr__(self, "_stage", stage)
+        object.__setattr__(self, "_prefix", prefix)
+
+    def _get(self, name: str, value: Any) -> Any:
+        key = f"{self._prefix}{name}"
+        parts = key.split(".")
+        if any(".".join(parts[:i]) in self._declared for i in range(1, len(parts) + 1)):
+            return value
+        if any(d.startswith(key + ".") for d in self._declared):
+            return StageView(value, self._declared, self._stage, key + ".")
+        raise ParamsError(f"params: stage '{self._stage}' reads '{key}', which its entry in dvc.yaml does not "
+                          f"declare (declared: {', '.join(sorted(self._declared))}); add it to the stage's params")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._get(name, getattr(self._node, name))
+
+    def __getitem__(self, name: str) -> Any:
+        return self._get(name, self._node[name])
+
+    def __iter__(self):
+        raise TypeError(f"params: iterate over a declared section of stage '{self._stage}', not a partial one")
+
+    def model(self, name: str) -> ModelParams:
+        models = self._get("models", self._node.models)
+        known = models._node if isinstance(models, StageView) else models
+        if name not in known:
+            raise ParamsError(f"params: no model 'models.{name}' (known: {', '.join(known)})")
+        return models[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("params are read-only")
+
+
+def stage_for_command(dvc_yaml: dict[str, Any], argv: list[str]) -> str | None:
+    """The dvc.yaml stage whose cmd runs this script with these positional arguments."""
+    script = Path(argv[0]).resolve()
+    args = [a for a in argv[1:] if not a.startswith("-")]
+    for name, stage in (dvc_yaml.get("stages") or {}).items():
+        tokens = [t for t in shlex.split(stage.get("cmd", "")) if "=" not in t or t.startswith("-")]
+        if "python" not in tokens:
+            continue
+        rest = tokens[tokens.index("python") + 1:]
+        if rest and Path(rest[0]).resolve() == script and [t for t in rest[1:] if not t.startswith("-")] == args:
+            return name
+    return None
+
+
+def declared_params(dvc_yaml: dict[str, Any], stage: str) -> set[str]:
+    entries = dvc_yaml["stages"][stage].get("params") or []
+    out = set()
+    for entry in entries:
+        if isinstance(entry, dict):  # {file: [keys]}
+            for keys in entry.values():
+                out.update(keys)
+        else:
+            out.add(entry)
+    return out
+
+
+def load_for_stage(path: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.yaml",
+                   argv: list[str] | None = None) -> Params | StageView:
+    """Validate the whole file, then give the running stage only what dvc.yaml declares for it.
+
+    The stage is found by matching this process's command line against the stages' cmds; a
+    script run by hand with other arguments (tests, debugging) gets the whole params.
+    """
+    params = load(path)
     try:
-        return params["models"][name]
-    except KeyError:
-        raise ParamsError(f"params: no model 'models.{name}' (known: {', '.join(params['models'])})") from None
+        spec = yaml.safe_load(Path(dvc_yaml).read_text())
+    except FileNotFoundError:
+        return params
+    stage = stage_for_command(spec, argv if argv is not None else sys.argv)
+    if stage is None:
+        return params
+    return StageView(params, declared_params(spec, stage), stage)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import objective
+from .errors import StepMismatchError
 from .model import VAE
 
 log = logging.getLogger(__name__)
@@ -254,10 +255,6 @@ class AutogradStep:
         loss.backward()
         self.optimizer.step()
         self.total += loss.detach()
-
-
-class StepMismatchError(RuntimeError):
-    """The hand-written step no longer computes objective.py's loss or its gradients."""
 
 
 def check_against_autograd(model: VAE, x: torch.Tensor, eps: torch.Tensor, rtol: float = 1e-6) -> None:

@@ -1,0 +1,46 @@
+"""Where and how torch runs: device choice, determinism, denormal flushing, arrays to tensors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from .errors import ParamsError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' means the GPU when CUDA is available, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ParamsError(f"params: 'train.device' is {name!r} but CUDA is not available here (use auto or cpu)")
+    return torch.device(name)
+
+
+def make_deterministic(seed: int) -> None:
+    """Same seed, same machine and thread count: same weights and metrics, byte for byte.
+    (Another thread count sums in another order: README, reproducibility.)"""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def flush_denormals() -> None:
+    """Flush denormal floats to zero (FTZ/DAZ), as TensorFlow does on CPUs by default.
+
+    Adam's first moment of a weight whose gradient stops being nonzero (pixels that are almost
+    always 0) decays by 0.9 a step into the denormal range, where every x86 multiply takes a
+    microcode assist (README, performance). Values that small (< 1.2e-38) move no float32
+    weight. Call it before torch's first parallel op in the process: worker threads inherit
+    the floating-point mode of the thread that starts them, and only the calling thread is
+    switched.
+    """
+    torch.set_flush_denormal(True)
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 0/1 images (N x 784) as one float32 tensor on the device."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)

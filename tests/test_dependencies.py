@@ -1,0 +1,154 @@
+"""dvc.yaml's code deps are derived from the imports, not kept by hand: for every stage, the
+project files its script imports (transitively, function-level imports included) must be
+exactly the .py deps it declares. And a stage can read only the params it declares."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+PACKAGE = "mnist_vae"
+SRC = REPO / "src" / PACKAGE
+
+
+def _module_file(name: str) -> Path | None:
+    """src/mnist_vae/<name>.py for a dotted module under the package, else None."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    path = SRC.joinpath(*parts[1:]).with_suffix(".py") if len(parts) > 1 else SRC / "__init__.py"
+    return path if path.exists() else None
+
+
+def imported_files(path: Path) -> set[Path]:
+    """The project modules one file imports directly (anywhere in it, not only at the top)."""
+    package = PACKAGE if path.is_relative_to(SRC) else None
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: only inside the package
+                base = f"{package}.{base}".rstrip(".") if package else base
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        for name in names:
+            if name.split(".")[0] == PACKAGE:
+                found.add(SRC / "__init__.py")  # importing a submodule runs the package's __init__
+                module = _module_file(name)
+                if module is not None:
+                    found.add(module)
+    return found
+
+
+def code_closure(script: Path) -> set[str]:
+    """The script and every project module it reaches, as repository-relative paths."""
+    seen, todo = {script}, [script]
+    while todo:
+        for dep in imported_files(todo.pop()) - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return {p.relative_to(REPO).as_posix() for p in seen}
+
+
+def stage_script(cmd: str) -> Path:
+    match = re.search(r"\bpython3?\s+(\S+\.py)", cmd)
+    assert match, f"cannot find the stage script in {cmd!r}"
+    return REPO / match.group(1)
+
+
+def mismatches(dvc_yaml: dict) -> dict[str, dict[str, set[str]]]:
+    """{stage: {"undeclared": imported but not a dep, "unused": a .py dep it never imports}}."""
+    out = {}
+    for name, stage in dvc_yaml["stages"].items():
+        imported = code_closure(stage_script(stage["cmd"]))
+        declared = {d for d in stage.get("deps", []) if d.endswith(".py")}
+        if imported != declared:
+            out[name] = {"undeclared": imported - declared, "unused": declared - imported}
+    return out
+
+
+def spec() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())
+
+
+def test_every_stage_declares_exactly_the_code_it_imports():
+    assert mismatches(spec()) == {}
+
+
+def test_a_removed_or_extra_dep_line_is_caught():
+    planted = spec()
+    deps = planted["stages"]["train-20d"]["deps"]
+    deps.remove("src/mnist_vae/step.py")
+    planted["stages"]["evaluate-20d"]["deps"].append("src/mnist_vae/step.py")
+    assert mismatches(planted) == {
+        "train-20d": {"undeclared": {"src/mnist_vae/step.py"}, "unused": set()},
+        "evaluate-20d": {"undeclared": set(), "unused": {"src/mnist_vae/step.py"}},
+    }
+
+
+def test_function_level_imports_count():
+    closure = code_closure(REPO / "stages/train.py")
+    assert "src/mnist_vae/training.py" in closure and "src/mnist_vae/step.py" in closure  # imported inside main()
+    assert "src/mnist_vae/data.py" not in closure  # the download code: editing it never retrains
+
+
+def rerun_table() -> dict[str, list[str]]:
+    """src module -> the stages that declare it (an edit reruns these, and what their outputs feed)."""
+    table: dict[str, list[str]] = {}
+    for name, stage in spec()["stages"].items():
+        for dep in stage.get("deps", []):
+            if dep.startswith("src/"):
+                table.setdefault(dep, []).append(name)
+    return table
+
+
+def test_readme_rerun_table_is_the_derived_one():
+    """The README's table of what an edit to each src module reruns is the one dvc.yaml implies."""
+    text = (REPO / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(src/mnist_vae/\w+\.py)` \| ([^|]+) \|", text, flags=re.M))
+    documented = {k: sorted(s.strip(" `") for s in v.split(",")) for k, v in rows.items()}
+    assert documented == {k: sorted(v) for k, v in rerun_table().items()}
+
+
+@pytest.mark.parametrize("module, expected", [
+    ("src/mnist_vae/step.py", {"train-20d", "train-2d"}),                       # the fast step: only training
+    ("src/mnist_vae/evaluation.py", {"evaluate-20d", "evaluate-2d"}),          # evaluation never retrains
+    ("src/mnist_vae/figures.py", {"render-grids", "anomaly-kl-stats"}),        # plots: only what draws
+    ("src/mnist_vae/data.py", {"download", "binarize"}),
+])
+def test_edits_rerun_what_a_reader_expects(module, expected):
+    assert set(rerun_table()[module]) == expected
+
+
+# --- params ----------------------------------------------------------------------------------
+
+
+def test_a_stage_reads_only_declared_params(tmp_path):
+    from mnist_vae import params
+
+    argv = [str(REPO / "stages/evaluate.py"), "vae20d"]
+    p = params.load_for_stage(REPO / "params.yaml", REPO / "dvc.yaml", argv)
+    assert p.train.device == "auto" and p.evaluate.iwae_k == 1000  # declared: train.device, evaluate
+    with pytest.raises(params.ParamsError, match="stage 'evaluate-20d' reads 'train.lr'.*does not declare"):
+        p.train.lr
+    with pytest.raises(params.ParamsError, match="reads 'grids'"):
+        p.grids
+    full = params.load_for_stage(REPO / "params.yaml", REPO / "dvc.yaml", [str(REPO / "stages/evaluate.py"), "x"])
+    assert full.train.lr == 0.001  # not a dvc.yaml command line: the whole params
+
+
+def test_declared_params_of_every_stage_exist_in_params_yaml():
+    from mnist_vae import params
+
+    p = params.load(REPO / "params.yaml")
+    for name in spec()["stages"]:
+        for key in params.declared_params(spec(), name):
+            node = p
+            for part in key.split("."):
+                node = node[part] if isinstance(node, dict) else getattr(node, part)
