@@ -1,8 +1,10 @@
-"""Stage anomaly-kl-stats: KL(q(z|x) || p(z)) and negative-ELBO anomaly scores of the model named
-by anomaly.model, for MNIST train/test, seeded uniform noise and the Fashion-MNIST test set.
+"""Stage anomaly-kl-stats: KL(q(z|x) || p(z)) and negative-ELBO anomaly scores of a trained model
+(the argument, e.g. vae20d), for MNIST train/test, seeded uniform noise and the Fashion-MNIST
+test set.
 
-Writes data/anomaly/scores.npz, reports/metrics/anomaly.json, reports/plots/roc-*.csv and
-reports/figures/anomaly-kl-histogram.png, reports/figures/anomaly-noise-image.png.
+Writes, for --name N (default: anomaly): reports/metrics/N.json, data/anomaly/N.npz (every
+score), reports/plots/N-roc-<score>-<set>.csv, reports/figures/N-kl-histogram.png and
+reports/figures/N-noise-image.png.
 """
 
 import argparse
@@ -14,6 +16,8 @@ from mnist_vae import artifacts, cli, params
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="a trained model's name, e.g. vae20d (reads models/<name>.pt)")
+    ap.add_argument("--name", default="anomaly", help="the outputs' name (default: anomaly)")
     ap.add_argument("--mnist", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     ap.add_argument("--fashion", default="data/binarized/fashion-mnist.npz", help="the binarized Fashion-MNIST .npz")
     args = ap.parse_args()
@@ -28,7 +32,7 @@ def main() -> None:
 
     device = resolve_device(p.train.device)
     make_deterministic(cfg.seed)
-    model = load_checkpoint(f"models/{cfg.model}.pt", device)
+    model = load_checkpoint(f"models/{args.model}.pt", device)
     noise_image = anomaly.uniform_noise_images(1, cfg.seed)
     sets = {
         "train": mnist["train_x"][:p.train.train_limit],
@@ -48,7 +52,8 @@ def main() -> None:
             scores["train"], scores["test"], {"noise": scores["noise"], "fashion": scores["fashion"]}, cfg.k)
         for other in ("noise", "fashion"):
             fpr, tpr = anomaly.roc_curve(scores["test"], scores[other])
-            artifacts.write_csv(f"reports/plots/roc-{score_name}-{other}.csv", pd.DataFrame({"fpr": fpr, "tpr": tpr}))
+            artifacts.write_csv(f"reports/plots/{args.name}-roc-{score_name}-{other}.csv",
+                                pd.DataFrame({"fpr": fpr, "tpr": tpr}))
     st = reports["kl"]["train"]
     noise_kl = float(kl["noise_image"][0])
     reports["noise_image"] = {
@@ -57,15 +62,15 @@ def main() -> None:
         "kl_percentile": anomaly.percentile_of(noise_kl, kl["train"]),
         "neg_elbo": float(elbo["noise_image"][0]),
     }
-    reports["model"] = cfg.model
+    reports["model"] = args.model
 
-    artifacts.write_npz("data/anomaly/scores.npz", **{f"kl_{k}": v for k, v in kl.items()},
+    artifacts.write_npz(f"data/anomaly/{args.name}.npz", **{f"kl_{k}": v for k, v in kl.items()},
                         **{f"neg_elbo_{k}": v for k, v in elbo.items()})
-    artifacts.write_figure("reports/figures/anomaly-kl-histogram.png",
+    artifacts.write_figure(f"reports/figures/{args.name}-kl-histogram.png",
                            figures.kl_histogram(kl["train"], st["fit_mean"], st["fit_std"], st["threshold"],
                                                 noise_kl, cfg.k), dpi=120)
-    artifacts.write_png("reports/figures/anomaly-noise-image.png", upscale(noise_image.reshape(28, 28) * 255, 8))
-    artifacts.write_json("reports/metrics/anomaly.json", reports)
+    artifacts.write_png(f"reports/figures/{args.name}-noise-image.png", upscale(noise_image.reshape(28, 28) * 255, 8))
+    artifacts.write_json(f"reports/metrics/{args.name}.json", reports)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Stage render-grids: figures of the final models into reports/figures/.
 
-Per model: <name>-reconstructions.png (originals over reconstructions) and <name>-prior-samples.png
-(decoded samples from N(0, I)); per model with a 2-d latent: <name>-manifold.png (the latent
-manifold grid) and <name>-latent-scatter.png (test-set encoder means coloured by digit).
+Per model: <name>-reconstructions.png (originals over reconstructions), <name>-prior-samples.png
+(decoded samples from N(0, I)), <name>-manifold.png (the latent manifold grid) and
+<name>-latent-scatter.png (test-set encoder means coloured by digit). For a latent of more than
+two dimensions the manifold and the scatter show the first two (the others at 0), so every
+figure exists whatever the latent size.
 Everything is computed on the CPU, so figures are the same whatever device trained the models.
 """
 
@@ -40,13 +42,12 @@ def main() -> None:
             samples = frames.to_uint8(frames.tile(model.decode(prior), nrow=g.prior_nrow))
         artifacts.write_png(f"{args.out}/{name}-reconstructions.png", frames.upscale(recon.numpy(), g.recon_scale))
         artifacts.write_png(f"{args.out}/{name}-prior-samples.png", samples.numpy())
-        if model.latent_dim == 2:
-            z = frames.manifold_latents(g.manifold_n, *g.manifold_quantiles)
-            artifacts.write_png(f"{args.out}/{name}-manifold.png", frames.manifold_frame(model, z, g.manifold_n).numpy())
-            mu, _ = encode_all(model, test_x)
-            fig = figures.latent_scatter(mu.numpy(), test_y, f"{name}: test-set encoder means (n={len(test_y):,})")
-            artifacts.write_figure(f"{args.out}/{name}-latent-scatter.png", fig, dpi=120)
-
+        z = frames.manifold_latents(g.manifold_n, *g.manifold_quantiles, latent_dim=model.latent_dim)
+        artifacts.write_png(f"{args.out}/{name}-manifold.png", frames.manifold_frame(model, z, g.manifold_n).numpy())
+        mu, _ = encode_all(model, test_x)
+        dims = "" if model.latent_dim == 2 else f", first 2 of {model.latent_dim} dims"
+        fig = figures.latent_scatter(mu.numpy(), test_y, f"{name}: test-set encoder means (n={len(test_y):,}{dims})")
+        artifacts.write_figure(f"{args.out}/{name}-latent-scatter.png", fig, dpi=120)
 
 if __name__ == "__main__":
     cli.run(main)

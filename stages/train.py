@@ -27,7 +27,7 @@ def main() -> None:
     artifacts.write_npz(f"data/tracking/{args.model}.npz", **(out["frames"] or {}))
     artifacts.write_csv(f"reports/plots/history-{args.model}.csv", pd.DataFrame(out["history"]).drop(columns="seconds"))
     artifacts.write_json(f"reports/metrics/train-{args.model}.json", out["metrics"])
-    artifacts.write_torch(f"models/{args.model}.pt", checkpoint(out["model"], train=p.train.model_dump()))
+    artifacts.write_torch(f"models/{args.model}.pt", checkpoint(out["model"], train=arch.training(p.train).model_dump()))
 
 
 if __name__ == "__main__":

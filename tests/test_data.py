@@ -158,3 +158,76 @@ def test_real_mnist_mirror_parses(tmp_path):
     assert np.bincount(test_y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert data.binarize(train_x, 0.5).mean() == pytest.approx(0.1323, abs=5e-5)
     assert test_y[[1, 4, 12, 15, 22]].tolist() == [2, 4, 9, 5, 6]  # the reference's tracked digits
+
+
+def _two_sources(tmp_path):
+    """A good local mirror and a good 'public' mirror (file://), holding the same files."""
+    src, ds = make_dataset(tmp_path)
+    public = tmp_path / "public"
+    public.mkdir()
+    for f in src.iterdir():
+        (public / f.name).write_bytes(f.read_bytes())
+    return src, data.Dataset(ds.name, ds.mirror_env, (public.as_uri() + "/",), ds.resources), public.as_uri() + "/"
+
+
+def test_a_good_mirror_is_preferred_over_a_good_public_source(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
+    src, ds, public = _two_sources(tmp_path)
+    used = data.download(ds, tmp_path / "out", mirror_dir=str(src))
+    assert used == {"a-images.gz": f"FAKE_MIRROR={src}", "a-labels.gz": f"FAKE_MIRROR={src}"}
+
+
+def test_a_mirror_file_with_a_bad_md5_falls_through_to_the_next_source(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
+    src, ds, public = _two_sources(tmp_path)
+    (src / "a-labels.gz").write_bytes(b"corrupt")
+    used = data.download(ds, tmp_path / "out", mirror_dir=str(src))
+    assert used == {"a-images.gz": f"FAKE_MIRROR={src}", "a-labels.gz": public}
+    assert (tmp_path / "out/a-labels.gz").read_bytes() == (tmp_path / "public/a-labels.gz").read_bytes()
+
+
+def test_the_environment_variable_names_the_mirror_when_no_directory_is_passed(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    src, ds, _ = _two_sources(tmp_path)
+    monkeypatch.setenv("FAKE_MIRROR", str(src))
+    assert set(data.download(ds, tmp_path / "out").values()) == {f"FAKE_MIRROR={src}"}
+
+
+def test_files_already_present_are_checked_and_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    src, ds, _ = _two_sources(tmp_path)
+    data.download(ds, tmp_path / "out", mirror_dir=str(src))
+    assert data.download(ds, tmp_path / "out", mirror_dir=str(src)) == {
+        "a-images.gz": "already present", "a-labels.gz": "already present"}
+    (tmp_path / "out/a-images.gz").write_bytes(b"damaged since")  # a present but bad file is fetched again
+    assert data.download(ds, tmp_path / "out", mirror_dir=str(src))["a-images.gz"] == f"FAKE_MIRROR={src}"
+
+
+@pytest.mark.parametrize("value, is_offline", [("1", True), ("true", True), ("True", True), ("YES", True),
+                                               ("on", True), (" 1 ", True), ("0", False), ("", False),
+                                               ("no", False), ("false", False)])
+def test_offline_switch_spellings(tmp_path, monkeypatch, value, is_offline):
+    monkeypatch.setenv(data.OFFLINE_ENV, value)
+    src, ds, public = _two_sources(tmp_path)
+    assert data.offline() is is_offline
+    sources = [desc for desc, _ in data.sources_for(ds, str(src))]
+    assert sources == ([f"FAKE_MIRROR={src}"] if is_offline else [f"FAKE_MIRROR={src}", public])
+
+
+def test_offline_without_a_mirror_says_which_variable_to_set(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    monkeypatch.delenv("FASHION_MNIST_MIRROR", raising=False)
+    with pytest.raises(DataError) as err:
+        data.download("fashion-mnist", tmp_path / "raw/fashion-mnist")
+    msg = str(err.value)
+    assert "fashion-mnist: FASHION_MNIST_MIRROR is not set and MNIST_VAE_OFFLINE=1 turns the public mirrors off" in msg
+    assert "apt-get install dataset-fashion-mnist" in msg
+    assert not (tmp_path / "raw/fashion-mnist").exists()  # no empty folder left behind
+
+
+def test_failed_public_mirrors_without_a_mirror_suggest_setting_one(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
+    _, ds = make_dataset(tmp_path)
+    ds = data.Dataset(ds.name, ds.mirror_env, ((tmp_path / "gone").as_uri() + "/",), ds.resources)
+    with pytest.raises(DataError, match="FAKE_MIRROR is not set and the public mirrors failed; set FAKE_MIRROR"):
+        data.download(ds, tmp_path / "out")

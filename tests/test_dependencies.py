@@ -117,9 +117,9 @@ def test_readme_rerun_table_is_the_derived_one():
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("src/mnist_vae/step.py", {"train-20d", "train-2d"}),                       # the fast step: only training
+    ("src/mnist_vae/step.py", {"train-20d", "train-2d", "train-20d-b512"}),     # the fast step: only training
     ("src/mnist_vae/evaluation.py", {"evaluate-20d", "evaluate-2d"}),          # evaluation never retrains
-    ("src/mnist_vae/figures.py", {"render-grids", "anomaly-kl-stats"}),        # plots: only what draws
+    ("src/mnist_vae/figures.py", {"render-grids", "anomaly-kl-stats", "anomaly-kl-stats-b512"}),  # what draws
     ("src/mnist_vae/data.py", {"download", "binarize"}),
 ])
 def test_edits_rerun_what_a_reader_expects(module, expected):

@@ -36,7 +36,7 @@ def test_manifold_tile_is_decoder_output_at_grid_point(small_model):
     for i, j in ((0, 0), (1, 3), (4, 2)):
         expected = small_model.decode(torch.tensor([[g[j], g[i]]], dtype=torch.float32)).reshape(28, 28)
         tile = frame[i * 28:(i + 1) * 28, j * 28:(j + 1) * 28]
-        assert torch.equal(tile, frames.to_uint8(expected))
+        assert np.array_equal(tile.numpy(), np.rint(expected.detach().numpy() * 255).astype(np.uint8))  # by hand
 
 
 def test_recon_frame_top_row_is_the_originals(small_model):
@@ -45,8 +45,13 @@ def test_recon_frame_top_row_is_the_originals(small_model):
     assert frame.shape == (56, 140)
     for k in range(5):
         assert torch.equal(frame[:28, 28 * k:28 * (k + 1)], (x[k] * 255).to(torch.uint8).reshape(28, 28))
-    expected_bottom = frames.to_uint8(small_model.decode(small_model.encode(x)[0])[2].reshape(28, 28))
-    assert torch.equal(frame[28:, 56:84], expected_bottom)
+    probs = small_model.decode(small_model.encode(x)[0])[2].reshape(28, 28)  # eps = 0: z is the mean
+    assert np.array_equal(frame[28:, 56:84].numpy(), np.rint(probs.detach().numpy() * 255).astype(np.uint8))
+
+
+def test_to_uint8_rounds_half_to_even_and_spans_0_to_255():
+    probs = torch.tensor([0.0, 0.5, 1.0, 0.1, 1 / 255, 0.998])  # 127.5 -> 128 (even); 254.49 -> 254
+    assert frames.to_uint8(probs).tolist() == [0, 128, 255, 26, 1, 254]
 
 
 @pytest.mark.parametrize("n_images, batch_size, epochs, every", [(300, 128, 2, 4), (256, 128, 3, 10), (100, 10, 1, 5)])
@@ -136,3 +141,20 @@ def test_tracked_index_beyond_the_test_set_is_a_params_error(small_model):
     tracking = params_with({"tracking.recon_indices": [1, 40]}).tracking
     with pytest.raises(ParamsError, match="tracking.recon_indices"):
         make_tracker(small_model, torch.zeros(30, 784), tracking, 100, 0)
+
+
+@pytest.mark.parametrize("latent_dim", [1, 2, 3, 20])
+def test_manifold_latents_for_any_latent_size(latent_dim):
+    z = frames.manifold_latents(4, 0.05, 0.95, latent_dim)
+    g = torch.as_tensor(frames.manifold_coordinates(4, 0.05, 0.95), dtype=torch.float32)
+    assert z.shape == (16, latent_dim)
+    assert torch.equal(z[1 * 4 + 3, 0], g[3])  # tile (row 1, column 3): z0 = g[column]
+    if latent_dim >= 2:
+        assert torch.equal(z[1 * 4 + 3, 1], g[1])  # z1 = g[row]
+        assert not z[:, 2:].any()  # the other dimensions at the prior's mean
+
+
+def test_latent_scatter_of_a_1d_latent():
+    fig = figures.latent_scatter(np.arange(10.0).reshape(10, 1), np.arange(10), "1-d")
+    offsets = np.concatenate([c.get_offsets() for c in fig.axes[0].collections])
+    assert sorted(offsets[:, 0].tolist()) == list(range(10)) and not offsets[:, 1].any()

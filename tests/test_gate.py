@@ -107,3 +107,10 @@ def test_committed_tolerances_compare_run_descriptions_exactly():
                    "reports/metrics/train-vae2d.json:parameters", "reports/metrics/anomaly.json:model"):
         assert gate.rule_for(metric, rules).get("exact") is True, metric
     assert gate.rule_for("reports/metrics/train-vae2d.json:train_seconds", rules)["ignore"]
+
+
+def test_report_rules_show_the_metric_and_never_fail():
+    rules = [gate.check_rule({"match": "b.json:*", "report": True})]
+    rows = gate.compare({"b.json": {"kl": {"old": 1.0, "new": 50.0}}}, rules)
+    assert [(r.tolerance, r.ok, r.gated) for r in rows] == [("not measured", True, False)]
+    assert gate.failures(rows) == []

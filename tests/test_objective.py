@@ -62,10 +62,24 @@ def test_iwae_bound_tightens_with_more_samples(small_model):
     k1 = iwae_bound(small_model, x, k=1, generator=torch.Generator().manual_seed(2))
     k100 = iwae_bound(small_model, x, k=100, generator=torch.Generator().manual_seed(3), chunk=30)
     assert k100.mean() >= k1.mean()
-    # chunking does not change the estimate
-    a = iwae_bound(small_model, x, k=60, generator=torch.Generator().manual_seed(4), chunk=60)
-    b = iwae_bound(small_model, x, k=60, generator=torch.Generator().manual_seed(4), chunk=60)
-    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 25, 60, 100])
+def test_chunked_iwae_equals_one_logsumexp_over_the_same_samples(small_model, chunk):
+    """Any chunk size gives log (1/K) sum_k w_k over the same K samples, computed in one go."""
+    x = (torch.rand(5, 784, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+    eps = torch.randn((60, 5, 2), generator=torch.Generator().manual_seed(4))
+    one_shot = torch.logsumexp(log_importance_weights(small_model, x, eps), dim=0) - math.log(60)
+    served = []
+
+    def draw(n, shape):
+        start = sum(served)
+        served.append(n)
+        return eps[start:start + n]
+
+    bound = iwae_bound(small_model, x, k=60, generator=None, chunk=chunk, draw=draw)
+    assert served == [min(chunk, 60 - i) for i in range(0, 60, chunk)]
+    torch.testing.assert_close(bound, one_shot, rtol=1e-6, atol=1e-5)
 
 
 def test_active_units_counts_dimensions_whose_mean_varies():

@@ -35,7 +35,14 @@ def test_repository_params_are_valid(raw):
     (("tracking", "enabled"), "yes", "tracking.enabled"),
     (("grids", "manifold_quantiles"), [0.9, 0.1], "grids.manifold_quantiles"),
     (("gifs", "recon_all", "step"), 0, "gifs.recon_all.step"),
-    (("anomaly", "model"), "vae3d", "anomaly.model"),
+    (("models", "vae20d", "encoder_hidden"), [], "models.vae20d.encoder_hidden"),
+    (("models", "vae2d", "decoder_hidden"), [], "models.vae2d.decoder_hidden"),
+    (("gifs", "manifold_early", "start"), 300, "gifs.manifold_early.stop"),
+    (("train", "step"), "fast", "train.step"),
+    (("train", "train_limit"), 0, "train.train_limit"),
+    (("evaluate", "iwae_images"), 0, "evaluate.iwae_images"),
+    (("anomaly", "k"), 0, "anomaly.k"),
+    (("train", "batch_size"), True, "train.batch_size"),
 ])
 def test_bad_values_name_the_key(raw, path, value, key):
     bad = copy.deepcopy(raw)

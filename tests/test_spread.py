@@ -73,5 +73,5 @@ def test_committed_tolerances_come_from_the_committed_study():
     summary = json.loads((REPO / doc["study"]["summary"]).read_text())
     assert doc["study"]["n_seeds"] == summary["study"]["n_seeds"] >= 8
     derived = spread.derive_tolerances(summary["metrics"], spread.EXACT, doc["study"]["k"], doc["study"]["floor"],
-                                       doc["study"]["max_useful_rel"])
+                                       doc["study"]["max_useful_rel"], doc["study"]["unmeasured"])
     assert doc["rules"] == derived

@@ -105,6 +105,11 @@ def _copy_from(source: str, dest: Path, timeout: float) -> None:
 
 
 OFFLINE_ENV = "MNIST_VAE_OFFLINE"  # set to 1 to try the local mirror only, never the network
+OFFLINE_VALUES = ("1", "true", "yes", "on")
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in OFFLINE_VALUES
 
 
 def sources_for(dataset: Dataset, mirror_dir: str | None) -> list[tuple[str, str]]:
@@ -113,7 +118,7 @@ def sources_for(dataset: Dataset, mirror_dir: str | None) -> list[tuple[str, str
     sources = []
     if mirror_dir:
         sources.append((f"{dataset.mirror_env}={mirror_dir}", mirror_dir))
-    if os.environ.get(OFFLINE_ENV, "") not in ("1", "true", "yes"):
+    if not offline():
         sources.extend((url, url) for url in dataset.mirrors)
     return sources
 
@@ -151,12 +156,11 @@ def fetch_file(filename: str, md5: str, content_md5: str, dest_dir: Path, source
 
 
 def _hint(ds: Dataset, mirror_dir: str | None) -> str:
-    offline = os.environ.get(OFFLINE_ENV, "") in ("1", "true", "yes")
     folder = "/usr/share/datasets/fashion-mnist (Debian: apt-get install dataset-fashion-mnist)" \
         if ds.name == "fashion-mnist" else "a folder holding the four official gz files"
     if mirror_dir:
         return f"{ds.name}: check that {ds.mirror_env}={mirror_dir} holds the four official gz files."
-    why = f"{OFFLINE_ENV}=1 turns the public mirrors off" if offline else "the public mirrors failed"
+    why = f"{OFFLINE_ENV}=1 turns the public mirrors off" if offline() else "the public mirrors failed"
     return f"{ds.name}: {ds.mirror_env} is not set and {why}; set {ds.mirror_env} to {folder}."
 
 

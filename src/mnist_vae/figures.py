@@ -6,7 +6,10 @@ import numpy as np
 
 
 def latent_scatter(mu: np.ndarray, labels: np.ndarray, title: str):
-    """Encoder means of a 2-d model coloured by digit, with a legend."""
+    """Encoder means coloured by digit, with a legend: the first two dimensions (a 1-d latent
+    is drawn along the x axis)."""
+    if mu.shape[1] == 1:
+        mu = np.concatenate([mu, np.zeros_like(mu)], axis=1)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -17,11 +17,18 @@ def manifold_coordinates(n: int, q_low: float, q_high: float) -> np.ndarray:
     return norm.ppf(np.linspace(q_low, q_high, n))
 
 
-def manifold_latents(n: int, q_low: float, q_high: float) -> torch.Tensor:
-    """n*n x 2 latents, row-major: entry i*n + j is z = (g[j], g[i]) (tile row i, column j)."""
+def manifold_latents(n: int, q_low: float, q_high: float, latent_dim: int = 2) -> torch.Tensor:
+    """n*n x latent_dim latents, row-major: entry i*n + j is z = (g[j], g[i], 0, ...) (tile row
+    i, column j): the plane of the first two latent dimensions, the others at the prior's mean.
+    A 1-d latent varies along the columns only."""
     g = torch.as_tensor(manifold_coordinates(n, q_low, q_high), dtype=torch.float32)
     rows, cols = torch.meshgrid(g, g, indexing="ij")
-    return torch.stack([cols.reshape(-1), rows.reshape(-1)], dim=1)
+    plane = torch.stack([cols.reshape(-1), rows.reshape(-1)], dim=1)
+    if latent_dim == 2:
+        return plane
+    z = torch.zeros(n * n, latent_dim)
+    z[:, :min(2, latent_dim)] = plane[:, :min(2, latent_dim)]
+    return z
 
 
 def to_uint8(probs: torch.Tensor) -> torch.Tensor:

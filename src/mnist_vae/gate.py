@@ -7,6 +7,7 @@ one of:
   exact: true             must be equal (run descriptions: epochs, iwae_k, the model name)
   abs: X                  |new - committed| <= X
   rel: X                  |new - committed| <= X * |committed|
+  report: true            shown, never failing: a metric the spread study has not measured yet
 and optionally `sigma_diff` (the measured spread of the difference of two runs, which the
 table uses to show each drift in units of it) and `gated: false` (shown, never failing).
 The first rule that matches wins; a metric no rule matches must be equal.
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-KINDS = ("ignore", "exact", "abs", "rel")
+KINDS = ("ignore", "exact", "abs", "rel", "report")
 OPTIONAL = ("sigma_diff", "gated")
 
 
@@ -51,7 +52,7 @@ def check_rule(rule: Any, where: str = "tolerances") -> dict[str, Any]:
     if unknown:
         raise RuleError(f"{where}: rule for {rule['match']!r} has unknown key(s) {sorted(unknown)}")
     value = rule[kinds[0]]
-    if kinds[0] in ("ignore", "exact"):
+    if kinds[0] in ("ignore", "exact", "report"):
         if value is not True:
             raise RuleError(f"{where}: rule for {rule['match']!r}: `{kinds[0]}` must be true")
     elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -95,6 +96,8 @@ def within(committed: Any, new: Any, rule: dict[str, Any]) -> bool:
 def describe(rule: dict[str, Any]) -> str:
     if rule.get("exact"):
         return "exact"
+    if rule.get("report"):
+        return "not measured"
     return f"abs {rule['abs']:g}" if "abs" in rule else f"rel {rule['rel']:.0%}"
 
 
@@ -111,6 +114,9 @@ def compare(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[str, An
             in_spread = None
             if rule.get("sigma_diff") and all(isinstance(v, (int, float)) for v in (old, new)):
                 in_spread = abs(new - old) / rule["sigma_diff"]
+            if rule.get("report"):
+                rows.append(Row(name, old, new, describe(rule), True, False, None))
+                continue
             rows.append(Row(name, old, new, describe(rule), within(old, new, rule), rule.get("gated", True),
                             in_spread))
     return rows

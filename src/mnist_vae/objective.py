@@ -48,18 +48,22 @@ def log_importance_weights(model, x: torch.Tensor, eps: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def iwae_bound(model, x: torch.Tensor, k: int, generator: torch.Generator, chunk: int = 100) -> torch.Tensor:
+def iwae_bound(model, x: torch.Tensor, k: int, generator: torch.Generator | None, chunk: int = 100,
+               draw=None) -> torch.Tensor:
     """log (1/K) sum_k w_k per image, the IWAE lower bound on log p(x), batched over samples.
 
     Samples are drawn `chunk` at a time (all images of the batch at once) and combined with a
-    running logsumexp, so memory is chunk x B x 784 whatever K is.
+    running logsumexp, so memory is chunk x B x 784 whatever K is. ``draw(n, shape)`` gives the
+    next n standard-normal samples (default: from `generator`; tests pass fixed ones).
     """
     mu, logvar = model.encode(x)
+    if draw is None:
+        draw = lambda n, shape: torch.randn((n, *shape), generator=generator, device=x.device)  # noqa: E731
     total = torch.full((x.shape[0],), -math.inf, device=x.device)
     done = 0
     while done < k:
         n = min(chunk, k - done)
-        eps = torch.randn((n, *mu.shape), generator=generator, device=x.device)
+        eps = draw(n, mu.shape)
         log_w = _log_weights(model, x, mu, logvar, eps)
         total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
         done += n

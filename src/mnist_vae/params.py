@@ -39,10 +39,26 @@ class DataParams(_Section):
     threshold: float = Field(gt=0, lt=1)
 
 
+class TrainOverrides(_Section):
+    """What one model may train differently from the shared `train` section."""
+
+    epochs: PosInt | None = None
+    batch_size: PosInt | None = None
+    lr: float | None = Field(default=None, gt=0, le=10)
+    seed: NonNegInt | None = None
+
+
 class ModelParams(_Section):
     latent_dim: PosInt
     encoder_hidden: list[PosInt] = Field(min_length=1)  # the fused step needs at least one hidden layer
     decoder_hidden: list[PosInt] | None = Field(default=..., min_length=1)
+    train: TrainOverrides | None = None
+
+    def training(self, shared: "TrainParams") -> "TrainParams":
+        """The shared train params with this model's overrides applied."""
+        if self.train is None:
+            return shared
+        return shared.model_copy(update=self.train.model_dump(exclude_none=True))
 
     @property
     def decoder_sizes(self) -> list[int]:
@@ -121,7 +137,6 @@ class GifsParams(_Section):
 
 
 class AnomalyParams(_Section):
-    model: str
     k: float = Field(gt=0)
     seed: NonNegInt
     noise_images: PosInt
@@ -138,13 +153,6 @@ class Params(_Section):
     grids: GridsParams
     gifs: GifsParams
     anomaly: AnomalyParams
-
-    @model_validator(mode="after")
-    def _anomaly_model_is_a_model(self) -> "Params":
-        if self.anomaly.model not in self.models:
-            raise ValueError(f"anomaly.model: must name one of models ({', '.join(self.models)}), "
-                             f"got {self.anomaly.model!r}")
-        return self
 
     def model(self, name: str) -> ModelParams:
         if name not in self.models:

@@ -82,14 +82,15 @@ def summarize(seed_runs: dict[str, dict[str, Any]], default: dict[str, Any],
 
 
 def derive_tolerances(summary: dict[str, dict[str, Any]], exact: Iterable[str], k: float, floor: float,
-                      max_useful_rel: float) -> list[dict[str, Any]]:
+                      max_useful_rel: float, unmeasured: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Gate rules from the measured spread.
 
     The tolerance of a measured metric is k times the spread of the difference of two runs,
     sigma_diff = max(std * sqrt 2, the largest same-seed variant difference), at least `floor`.
     A metric whose tolerance exceeds max_useful_rel of its mean is reported, not gated: a
     window that wide catches only breakage the gated metrics catch first.
-    Metrics in `exact` (run descriptions) must match exactly; timings are ignored.
+    Metrics in `exact` (run descriptions) must match exactly; timings are ignored; metrics
+    matching `unmeasured` (added to the pipeline after the study) are shown, never failing.
     """
     rules: list[dict[str, Any]] = [{"match": p, "ignore": True} for p in IGNORED]
     rules += [{"match": p, "exact": True} for p in exact]
@@ -101,6 +102,7 @@ def derive_tolerances(summary: dict[str, dict[str, Any]], exact: Iterable[str], 
         if tol > max_useful_rel * abs(row["mean"]):
             rule["gated"] = False
         rules.append(rule)
+    rules += [{"match": p, "report": True} for p in unmeasured]
     return rules
 
 

@@ -87,6 +87,7 @@ def fit(arch: Any, cfg: Any, tracking: Any, train_images: np.ndarray, test_image
     batch; autograd: objective.py through autograd); ``step_kind`` overrides it for benchmarks.
     """
     flush_denormals()
+    cfg = arch.training(cfg)  # this model's overrides of the shared train params, if any
     device = resolve_device(cfg.device)
     make_deterministic(cfg.seed)
     train_x = to_tensor(train_images[:cfg.train_limit], device)
@@ -95,8 +96,8 @@ def fit(arch: Any, cfg: Any, tracking: Any, train_images: np.ndarray, test_image
     n_batches = math.ceil(len(train_x) / cfg.batch_size) * cfg.epochs
     tracker = make_tracker(net, test_x, tracking, n_batches, cfg.seed + 2)
     parameters = sum(t.numel() for t in net.parameters())
-    log.info("%s: %d parameters, %d train / %d test images, device %s", name, parameters, len(train_x),
-             len(test_x), device)
+    log.info("%s: %d parameters, %d train / %d test images, batch %d, device %s", name, parameters, len(train_x),
+             len(test_x), cfg.batch_size, device)
     if step_kind is None:
         step_kind = "autograd" if cfg.step == "autograd" else "auto"
     result = train(net, train_x, test_x, cfg, tracker, progress, step_kind)

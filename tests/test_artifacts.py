@@ -1,0 +1,155 @@
+"""Atomic writes under failure and signals, and every artifact reader's clear errors."""
+
+import signal
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from mnist_vae import artifacts
+from mnist_vae.errors import DataError
+
+
+def test_failure_inside_atomic_path_keeps_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old bytes")
+    with pytest.raises(RuntimeError, match="boom"):
+        with artifacts.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half of the new")
+            assert tmp.exists() and tmp.name.startswith(".model.pt.") and tmp.name.endswith(".tmp")
+            raise RuntimeError("boom")
+    assert target.read_bytes() == b"old bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_success_replaces_with_normal_permissions(tmp_path):
+    target = tmp_path / "a.json"
+    artifacts.write_json(target, {"b": 1, "a": 2})
+    assert target.read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+WRITER = """
+import sys, time
+from mnist_vae import artifacts, cli
+
+def main():
+    with artifacts.atomic_path(sys.argv[1]) as tmp:
+        tmp.write_bytes(b"partial")
+        print(tmp, flush=True)
+        time.sleep(60)
+
+cli.run(main)
+"""
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)])
+def test_signal_during_a_write_leaves_the_old_file_and_no_temp(tmp_path, signum, code):
+    """A stage signalled while its temp file is half written: the temp goes, the old file stays."""
+    target = tmp_path / "out.npz"
+    target.write_bytes(b"previous run")
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    tmp = proc.stdout.readline().strip()
+    assert tmp.endswith(".tmp") and (tmp_path / tmp.split("/")[-1]).exists()  # the write is in progress
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code
+    assert target.read_bytes() == b"previous run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def in_repo_copy(tmp_path, monkeypatch):
+    """A folder with the project's dvc.yaml as the working directory (readers look up the stage)."""
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    (tmp_path / "data/binarized").mkdir(parents=True)
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_missing_npz_names_the_file_and_its_stage(in_repo_copy):
+    with pytest.raises(DataError) as err:
+        artifacts.read_npz("data/binarized/mnist.npz", ["train_x"])
+    assert str(err.value) == ("data/binarized/mnist.npz: not found; restore it with `dvc checkout "
+                              "data/binarized/mnist.npz` (from DVC's cache) or rebuild it with `dvc repro -f -s binarize`")
+
+
+def test_garbage_npz_gives_no_unsafe_advice(in_repo_copy):
+    path = in_repo_copy / "data/binarized/mnist.npz"
+    path.write_bytes(b"\x93NUMPY garbage" * 10)
+    with pytest.raises(DataError, match=r"mnist.npz: not a readable .npz file.*dvc repro -f -s binarize") as err:
+        artifacts.read_npz(path.relative_to(in_repo_copy).as_posix(), ["train_x"])
+    assert "allow_pickle" not in str(err.value)
+
+
+def test_npz_of_pickled_objects_is_refused(in_repo_copy):
+    path = "data/binarized/mnist.npz"
+    np.savez(path, train_x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DataError, match="holds pickled objects") as err:
+        artifacts.read_npz(path, ["train_x"])
+    assert "allow_pickle" not in str(err.value)
+
+
+def test_truncated_npz(in_repo_copy):
+    path = in_repo_copy / "data/binarized/mnist.npz"
+    artifacts.write_npz(path, train_x=np.zeros((100, 784), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match="not a readable .npz file"):
+        artifacts.read_npz("data/binarized/mnist.npz", ["train_x"])
+
+
+def test_npz_without_the_expected_array(in_repo_copy):
+    artifacts.write_npz("data/binarized/mnist.npz", test_x=np.zeros((2, 784), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"has no array 'train_x' \(it has test_x\); .*binarize"):
+        artifacts.read_npz("data/binarized/mnist.npz", ["train_x", "test_x"])
+
+
+def test_tracking_npz_names_its_train_stage(in_repo_copy):
+    (in_repo_copy / "data/tracking").mkdir()
+    artifacts.write_npz("data/tracking/vae2d.npz")  # tracking was off: an empty archive
+    with pytest.raises(DataError, match=r"has no array 'recon' \(it has none\); .*dvc repro -f -s train-2d"):
+        artifacts.read_npz("data/tracking/vae2d.npz", ["recon"])
+
+
+def test_truncated_checkpoint(in_repo_copy):
+    from mnist_vae.model import VAE, checkpoint, load_checkpoint
+
+    artifacts.write_torch("models/vae20d.pt", checkpoint(VAE(2, [8])))
+    good = (in_repo_copy / "models/vae20d.pt").read_bytes()
+    assert load_checkpoint("models/vae20d.pt").latent_dim == 2
+    (in_repo_copy / "models/vae20d.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match=r"models/vae20d.pt: not a readable checkpoint.*dvc repro -f -s train-20d"):
+        load_checkpoint("models/vae20d.pt")
+
+
+def test_checkpoint_of_something_else(in_repo_copy):
+    from mnist_vae.model import load_checkpoint
+
+    torch.save({"weights": torch.zeros(3)}, "models/vae2d.pt")
+    with pytest.raises(DataError, match=r"models/vae2d.pt: not a checkpoint of this project's VAE \(KeyError"):
+        load_checkpoint("models/vae2d.pt")
+    with zipfile.ZipFile("models/vae2d.pt", "w") as zf:
+        zf.writestr("x", "not torch")
+    with pytest.raises(DataError, match="not a readable checkpoint"):
+        load_checkpoint("models/vae2d.pt")
+
+
+def test_stage_of_a_file_inside_an_out_directory(in_repo_copy):
+    assert artifacts.producing_stage("reports/gifs/vae2d-manifold-all.gif") == "render-gifs"
+    assert artifacts.producing_stage("reports/metrics/eval-vae2d.json") == "evaluate-2d"
+    assert artifacts.producing_stage("nowhere/x.npz") is None
