@@ -75,3 +75,20 @@ def test_committed_tolerances_come_from_the_committed_study():
     derived = spread.derive_tolerances(summary["metrics"], spread.EXACT, doc["study"]["k"], doc["study"]["floor"],
                                        doc["study"]["max_useful_rel"], doc["study"]["unmeasured"])
     assert doc["rules"] == derived
+
+
+def test_results_table_on_known_values():
+    reference = [{"label": "loss", "value": 10.0, "metric": "f.json:loss"},
+                 {"label": "far", "value": 20.0, "metric": "f.json:loss"},
+                 {"label": "new", "value": 1.0, "metric": "g.json:x"}]
+    summary = {"f.json:loss": {"mean": 9.0, "std": 1.0, "n": 8}}
+    lines = spread.results_table(reference, summary, {"f.json:loss": 9.5, "g.json:x": 1.25}).splitlines()
+    assert lines[2] == "| loss | 10.00 | 9.50 | 9.00 ± 1.00 (8) | yes (z = +1.0) |"
+    assert lines[3] == "| far | 20.00 | 9.50 | 9.00 ± 1.00 (8) | **no** (z = +11.0) |"
+    assert lines[4] == "| new | 1.00 | 1.25 | not in the study | - |"
+
+
+def test_readme_results_table_is_the_studys():
+    """The README's results table is reports/spread/results.md, as `make spread` wrote it."""
+    table = (REPO / "reports/spread/results.md").read_text()
+    assert table in (REPO / "README.md").read_text()

@@ -165,6 +165,7 @@ def collect(other: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "summary.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     (OUT / "summary.md").write_text(spread.markdown(doc))
+    write_results(doc)
     print(f"wrote {OUT}/summary.json and summary.md: {len(summary)} metrics over {len(seeds)} seeds")
 
 
@@ -245,10 +246,19 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
     print("\n".join(lines))
 
 
+def write_results(doc: dict) -> None:
+    """reports/spread/results.md: the reference's numbers beside ours (the README's results table)."""
+    reference = yaml.safe_load(Path("reference.yaml").read_text())["numbers"]
+    committed = {}
+    for path in Path("reports/metrics").glob("*.json"):
+        committed.update(spread.flat_metrics({path.as_posix(): json.loads(path.read_text())}))
+    (OUT / "results.md").write_text(spread.results_table(reference, doc["metrics"], committed))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["queue", "start", "variants", "collect", "all", "power", "power-queue",
-                                     "power-judge"])
+                                     "power-judge", "results"])
     ap.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS)
     ap.add_argument("--jobs", type=int, default=1, help="queue workers; 1 on a 2-core machine")
     ap.add_argument("--other-machine", nargs="*", default=DEFAULT_OTHER, metavar="NAME=REV",
@@ -263,6 +273,8 @@ def main() -> None:
         variants()
     if args.what in ("collect", "all"):
         collect(args.other_machine)
+    if args.what == "results":  # after a new committed run: the README table from the committed study
+        write_results(json.loads((OUT / "summary.json").read_text()))
     if args.what in ("power", "power-queue"):
         queue_power()
     if args.what == "power":

@@ -138,3 +138,23 @@ def markdown(doc: dict[str, Any]) -> str:
             cells.append("-" if d is None else f"{d['delta']:+.4g} ({d['in_diff_spread']:.2f})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def results_table(reference: list[dict[str, Any]], summary: dict[str, dict[str, Any]],
+                  committed: dict[str, Any], within_std: float = 2.0) -> str:
+    """Markdown: each reference number beside our committed run and our mean +/- std over seeds,
+    and whether the reference lies within `within_std` standard deviations of our mean."""
+    lines = ["| reference number | reference | our committed run | our seeds: mean ± std (n) | reference within our spread |",
+             "|---|---:|---:|---:|---|"]
+    for ref in reference:
+        ours = committed.get(ref["metric"])
+        row = summary.get(ref["metric"])
+        ours_cell = "-" if ours is None else f"{ours:.2f}"
+        if row is None:
+            spread_cell, verdict = "not in the study", "-"
+        else:
+            spread_cell = f"{row['mean']:.2f} ± {row['std']:.2f} ({row['n']})"
+            z = (ref["value"] - row["mean"]) / row["std"] if row["std"] > 0 else math.inf
+            verdict = (f"yes (z = {z:+.1f})" if abs(z) <= within_std else f"**no** (z = {z:+.1f})")
+        lines.append(f"| {ref['label']} | {ref['value']:.2f} | {ours_cell} | {spread_cell} | {verdict} |")
+    return "\n".join(lines) + "\n"
