@@ -39,7 +39,7 @@ from torch import nn
 from mnist_vae import artifacts, data, params
 from mnist_vae.runtime import resolve_device
 from mnist_vae.training import fit
-from mnist_vae.workspace import copy_worktree, dvc_exe, tool_env
+from mnist_vae.workspace import copy_worktree, cpu_name, dvc_exe, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -175,15 +175,7 @@ def time_dvc(work: Path) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
             f"Python {platform.python_version()}")
 
 

@@ -3,9 +3,6 @@ No pipeline needed (not marked slow)."""
 
 import gzip
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml

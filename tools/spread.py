@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from mnist_vae import spread
-from mnist_vae.workspace import dvc_exe, tool_env
+from mnist_vae.workspace import cpu_name, dvc_exe, tool_env
 
 DVC = dvc_exe()
 OUT = Path("reports/spread")
@@ -150,7 +149,7 @@ def collect(other: list[str]) -> None:
                     "anomaly.seed set to the same value), and the default seed with another floating-point order",
             "seeds": sorted(int(n.rsplit("-", 1)[1]) for n in seeds),
             "n_seeds": len(seeds),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "machine": f"{cpu_name()}, {os.cpu_count()} cores",
             "variants": {
                 "threads-1": "this machine, default seed, OMP_NUM_THREADS=1 (another summation order)",
                 "autograd": "this machine, default seed, train.step: autograd (another summation order)",

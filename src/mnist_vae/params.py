@@ -167,7 +167,7 @@ def _dotted(loc: tuple) -> str:
     return key
 
 
-def _message(error: dict[str, Any], raw: Any) -> str:
+def _message(error: dict[str, Any]) -> str:
     """One line for pydantic's first error, in the words of the old hand-written validator."""
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in
                                                                           ("int", "none", "list[int]"))))
@@ -195,7 +195,7 @@ def validate(raw: Any) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(_message(exc.errors()[0], raw)) from None
+        raise ParamsError(_message(exc.errors()[0])) from None
 
 
 def load(path: str | Path = "params.yaml") -> Params:

@@ -42,3 +42,16 @@ def copy_worktree(source: Path, dest: Path, commit: bool = True) -> Path:
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-c", "user.name=scratch", "-c", "user.email=scratch@localhost", *args], cwd=repo,
                           capture_output=True, text=True, check=True).stdout
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
