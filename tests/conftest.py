@@ -1,8 +1,16 @@
+import json
 import os
+import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+
+from mnist_vae.workspace import copy_worktree, dvc_exe, git
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_MIRROR = os.environ.get("MNIST_MIRROR", str(REPO.parent / "shared" / "mnist"))
@@ -18,8 +26,6 @@ def small_model():
 
 
 def raw_params() -> dict:
-    import yaml
-
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
@@ -48,7 +54,6 @@ def mirror_env(**extra: str) -> dict:
 
 def run_stage(script: str, *args: str, cwd, env: dict | None = None, timeout: float = 300):
     """A stage script (stages/<script>) run as DVC runs it, from `cwd`, with that copy's src."""
-    import subprocess
     import sys
 
     stage_env = env or mirror_env()
@@ -73,3 +78,75 @@ def assert_clean_failure(proc, *needles: str, code: int = 2) -> str:
 def binary_images(n: int, seed: int = 0, density: float = 0.2) -> torch.Tensor:
     """n random binary 784-pixel images as float32, seeded."""
     return (torch.rand((n, 784), generator=torch.Generator().manual_seed(seed)) < density).float()
+
+
+# --- the real pipeline on a fast profile, shared by the slow test modules ----------------------
+
+FAST = {
+    "train": {"epochs": 1, "train_limit": 1024, "test_limit": 500},
+    "tracking": {"every": 2},
+    "evaluate": {"iwae_k": 20, "iwae_images": 100},
+    "anomaly": {"noise_images": 500, "elbo_samples": 2},
+}
+
+
+def sh(args, cwd, check=True, env=None, **kw):
+    proc = subprocess.run(args, cwd=cwd, env=env or mirror_env(), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def dvc(*args, cwd, check=True):
+    return sh([dvc_exe(), *args], cwd, check)
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    path = repo / "params.yaml"
+    p = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        for key, value in values.items():
+            node = p[section]
+            parts = key.split(".")
+            for part in parts[:-1]:
+                node = node[part]
+            node[parts[-1]] = value
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def changed_stages(repo: Path) -> set[str]:
+    return set(json.loads(dvc("status", "--json", cwd=repo).stdout or "{}"))
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory):
+    """A git repository holding this working tree with the fast profile, reproduced once per session.
+    Read only: tests that change anything take `work`."""
+    root = tmp_path_factory.mktemp("pipeline") / "repo"
+    copy_worktree(REPO, root, commit=False)
+    set_params(root, FAST)
+    git(root, "init", "-q")
+    git(root, "config", "user.name", "pipeline test")  # `dvc exp run` commits experiments
+    git(root, "config", "user.email", "test@localhost")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "fast profile")
+    t0 = time.perf_counter()
+    dvc("repro", cwd=root)
+    print(f"fast-profile dvc repro: {time.perf_counter() - t0:.1f} s")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "reproduced")
+    return root
+
+
+@pytest.fixture
+def work(repo, tmp_path):
+    """A full copy of the reproduced repository (git, DVC cache, outputs) that a test may change."""
+    dest = tmp_path / "work"
+    shutil.copytree(repo, dest, symlinks=True)
+    return dest
+
+

@@ -1,15 +1,13 @@
 """The real pipeline, run by DVC on the real MNIST files from the mirror, with a fast params
 profile, in a temporary git repository holding this working tree.
 
-`repo` is reproduced once per module and only read; every test that changes anything (params,
-commits, remotes, files) works on `work`, its own full copy, so results do not depend on test
-order or `-k`."""
+`repo` (conftest) is reproduced once per session and only read; every test that changes anything
+(params, commits, remotes, files) works on `work`, its own full copy, so results do not depend on
+test order or `-k`."""
 
 import json
 import math
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,55 +19,18 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, assert_clean_failure, mirror_env, run_stage
-from mnist_vae.workspace import copy_worktree, dvc_exe, git
+from conftest import (REPO, assert_clean_failure, changed_stages, dvc, mirror_env, ran_stages, run_stage,
+                      set_params, sh)
+from mnist_vae.workspace import dvc_exe, git
 
 pytestmark = pytest.mark.slow
 
-FAST = {
-    "train": {"epochs": 1, "train_limit": 1024, "test_limit": 500},
-    "tracking": {"every": 2},
-    "evaluate": {"iwae_k": 20, "iwae_images": 100},
-    "anomaly": {"noise_images": 500, "elbo_samples": 2},
-}
 BATCHES = math.ceil(1024 / 128)  # one epoch of the fast profile
 FRAMES = 1 + math.ceil(BATCHES / 2)  # one before training, then every 2 batches
 STAGES = {"download", "binarize", "train-20d", "train-2d", "train-20d-b512", "evaluate-20d", "evaluate-2d",
           "render-grids", "render-gifs", "anomaly-kl-stats", "anomaly-kl-stats-b512"}
 ANOMALY = {"anomaly-kl-stats", "anomaly-kl-stats-b512"}
 TRAIN = {"train-20d", "train-2d", "train-20d-b512"}
-
-
-def sh(args, cwd, check=True, env=None, **kw):
-    proc = subprocess.run(args, cwd=cwd, env=env or mirror_env(), capture_output=True, text=True, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def dvc(*args, cwd, check=True):
-    return sh([dvc_exe(), *args], cwd, check)
-
-
-def set_params(repo: Path, overrides: dict) -> None:
-    path = repo / "params.yaml"
-    p = yaml.safe_load(path.read_text())
-    for section, values in overrides.items():
-        for key, value in values.items():
-            node = p[section]
-            parts = key.split(".")
-            for part in parts[:-1]:
-                node = node[part]
-            node[parts[-1]] = value
-    path.write_text(yaml.safe_dump(p, sort_keys=False))
-
-
-def changed_stages(repo: Path) -> set[str]:
-    return set(json.loads(dvc("status", "--json", cwd=repo).stdout or "{}"))
-
-
-def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def downstream_of(repo: Path, stages: set[str]) -> set[str]:
@@ -81,33 +42,6 @@ def downstream_of(repo: Path, stages: set[str]) -> set[str]:
         frontier = {b for a, b in edges if a in frontier} - found
         found |= frontier
     return found
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A git repository holding this working tree with the fast profile, reproduced once. Read only."""
-    root = tmp_path_factory.mktemp("pipeline") / "repo"
-    copy_worktree(REPO, root, commit=False)
-    set_params(root, FAST)
-    git(root, "init", "-q")
-    git(root, "config", "user.name", "pipeline test")  # `dvc exp run` commits experiments
-    git(root, "config", "user.email", "test@localhost")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "fast profile")
-    t0 = time.perf_counter()
-    dvc("repro", cwd=root)
-    print(f"fast-profile dvc repro: {time.perf_counter() - t0:.1f} s")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "reproduced")
-    return root
-
-
-@pytest.fixture
-def work(repo, tmp_path):
-    """A full copy of the reproduced repository (git, DVC cache, outputs) that a test may change."""
-    dest = tmp_path / "work"
-    shutil.copytree(repo, dest, symlinks=True)
-    return dest
 
 
 def test_all_stages_ran_and_produced_their_outputs(repo):

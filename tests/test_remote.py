@@ -1,0 +1,196 @@
+"""Beyond one machine, for real but on loopback: an S3 remote (moto's S3 server on 127.0.0.1),
+the run cache, experiments pushed from one clone and pulled into another through a bare git
+origin, and the experiment queue with two workers. Also the CI workflow a user can drop in."""
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, changed_stages, dvc, ran_stages, set_params, sh
+from mnist_vae.workspace import git
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "mnist-vae"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 (as dvc-s3's own tests run it), with an empty bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    yield url
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_real_aws(monkeypatch, tmp_path):
+    """Nothing from this machine's AWS configuration, and no proxy for loopback."""
+    for var in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+def add_s3_remote(repo: Path, endpoint: str, prefix: str) -> None:
+    """What a user types: the remote and its endpoint go into .dvc/config (committed), the
+    credentials into .dvc/config.local (never committed)."""
+    dvc("remote", "add", "-d", "store", f"s3://{BUCKET}/{prefix}", cwd=repo)
+    dvc("remote", "modify", "store", "endpointurl", endpoint, cwd=repo)
+    set_credentials(repo)
+
+
+def set_credentials(repo: Path) -> None:
+    dvc("remote", "modify", "--local", "store", "access_key_id", "testing", cwd=repo)
+    dvc("remote", "modify", "--local", "store", "secret_access_key", "testing", cwd=repo)
+
+
+def cache_files(repo: Path) -> int:
+    return sum(1 for p in (repo / ".dvc/cache").rglob("*") if p.is_file()) if (repo / ".dvc/cache").exists() else 0
+
+
+def test_s3_round_trip_with_the_run_cache(work, s3, tmp_path):
+    add_s3_remote(work, s3, "round-trip")
+    assert "secret_access_key" not in (work / ".dvc/config").read_text()
+    assert "secret_access_key" in (work / ".dvc/config.local").read_text()
+    # a run the run cache remembers: render-gifs with another step, committed and pushed, then back.
+    # The run cache shares the records of runs; a run's outputs travel with the commit (or the
+    # experiment) that made it (treeverse/dvc#10472: the run-cache transfer moves only the records).
+    set_params(work, {"gifs": {"recon_all.step": 3}})
+    dvc("repro", cwd=work)
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "recon GIF every 3rd frame")
+    dvc("push", cwd=work)
+    set_params(work, {"gifs": {"recon_all.step": 5}})
+    assert "skipping run" in dvc("repro", cwd=work).stdout  # restored from the local run cache
+    t0 = time.perf_counter()
+    dvc("push", "--run-cache", cwd=work)
+    push_seconds = time.perf_counter() - t0
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "S3 remote, back to every 5th frame")
+    assert ".dvc/config.local" not in git(work, "ls-files")
+
+    clone = tmp_path / "b"
+    sh(["git", "clone", "-q", str(work), str(clone)], tmp_path)
+    set_credentials(clone)
+    t0 = time.perf_counter()
+    dvc("pull", "--run-cache", cwd=clone)
+    pull_seconds = time.perf_counter() - t0
+    assert (clone / "models/vae20d.pt").read_bytes() == (work / "models/vae20d.pt").read_bytes()
+    assert changed_stages(clone) == set()
+    assert ran_stages(dvc("repro", cwd=clone).stdout) == set()
+    # the step-3 run happened in the other clone: here it is restored from the run cache, not run
+    set_params(clone, {"gifs": {"recon_all.step": 3}})
+    out = dvc("repro", "--pull", cwd=clone).stdout
+    assert ran_stages(out) == set() and "Stage 'render-gifs' is cached - skipping run" in out, out[-2000:]
+
+    # a third clone fetches only what a repro needs: nothing is out of date, so nothing runs
+    third = tmp_path / "c"
+    sh(["git", "clone", "-q", str(work), str(third)], tmp_path)
+    set_credentials(third)
+    out = dvc("repro", "--pull", "--allow-missing", cwd=third).stdout
+    assert ran_stages(out) == set()
+    assert cache_files(third) < cache_files(clone)
+    print(f"S3 push {push_seconds:.1f} s, pull {pull_seconds:.1f} s, {cache_files(clone)} cache files pulled, "
+          f"{sum(p.stat().st_size for p in (clone / '.dvc/cache').rglob('*') if p.is_file()) / 1e6:.1f} MB; "
+          f"repro --pull --allow-missing fetched {cache_files(third)} files")
+
+
+def test_a_wrong_endpoint_fails_clearly_and_soon(work, s3):
+    add_s3_remote(work, f"http://127.0.0.1:{free_port()}", "nowhere")  # nothing listens there
+    dvc("remote", "modify", "store", "connect_timeout", "5", cwd=work)
+    t0 = time.perf_counter()
+    proc = dvc("push", cwd=work, check=False)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode != 0
+    err = proc.stderr + proc.stdout
+    assert "ERROR" in err and "Traceback" not in err, err[-2000:]
+    assert seconds < 120, seconds
+
+
+def test_experiments_shared_between_clones(work, s3, tmp_path):
+    """Clone A runs an experiment and pushes it; clone B pulls it, applies it and gets its model and
+    metrics from the remote without training anything."""
+    origin = tmp_path / "origin.git"
+    sh(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    add_s3_remote(work, s3, "experiments")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "S3 remote")
+    git(work, "remote", "add", "origin", str(origin))
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/main")
+    dvc("push", cwd=work)
+    out = dvc("exp", "run", "-n", "latent3", "-S", "models.vae2d.latent_dim=3", cwd=work)
+    assert "train-2d" in ran_stages(out.stdout + out.stderr)
+    dvc("exp", "push", "origin", "latent3", cwd=work)
+
+    clone = tmp_path / "b"
+    sh(["git", "clone", "-q", "-b", "main", str(origin), str(clone)], tmp_path)
+    set_credentials(clone)
+    git(clone, "config", "user.name", "b")
+    git(clone, "config", "user.email", "b@localhost")
+    dvc("exp", "pull", "origin", "latent3", cwd=clone)
+    assert "latent3" in dvc("exp", "show", "--csv", cwd=clone).stdout
+    dvc("exp", "apply", "latent3", cwd=clone)
+    dvc("pull", cwd=clone)
+    assert yaml.safe_load((clone / "params.yaml").read_text())["models"]["vae2d"]["latent_dim"] == 3
+    assert (clone / "reports/metrics/eval-vae2d.json").read_text() == (work / "reports/metrics/eval-vae2d.json").read_text()
+    import torch
+
+    assert torch.load(clone / "models/vae2d.pt", weights_only=True)["config"]["latent_dim"] == 3
+    assert changed_stages(clone) == set()
+    assert ran_stages(dvc("repro", cwd=clone).stdout) == set()  # nothing trained in clone B
+
+
+def test_the_queue_runs_two_experiments_with_two_workers(work):
+    for step in (2, 4):
+        dvc("exp", "run", "--queue", "-n", f"step{step}", "-S", f"gifs.recon_all.step={step}", cwd=work)
+    dvc("queue", "start", "--jobs", "2", cwd=work)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            status = dvc("queue", "status", cwd=work).stdout
+            if not any(s in status for s in (" Queued ", " Running ")):
+                break
+            time.sleep(3)
+        else:
+            pytest.fail(f"the queue did not finish in 300 s:\n{status}")
+    finally:
+        dvc("queue", "stop", "--kill", cwd=work, check=False)
+    assert status.count("Success") == 2, status
+    table = dvc("exp", "show", "--csv", cwd=work).stdout
+    assert "step2" in table and "step4" in table
+
+
+def test_ci_workflow_is_a_valid_github_workflow_running_the_readme_commands():
+    """.github/workflows/reproduce.yml against GitHub's workflow schema (check-jsonschema ships
+    SchemaStore's copy, so this runs offline), and it runs what the README says."""
+    import subprocess
+    import sys
+
+    path = REPO / ".github/workflows/reproduce.yml"
+    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                           str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    flow = yaml.safe_load(path.read_text())
+    assert set(flow[True]) >= {"push", "pull_request"}  # YAML 1.1 reads the `on` key as True
+    text = path.read_text()
+    for needed in ("make test", "make repro-check", "dvc metrics diff", "dvc params diff", "--md",
+                   "GITHUB_STEP_SUMMARY", "actions/cache", "cache: pip"):
+        assert needed in text, needed
