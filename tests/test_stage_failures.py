@@ -84,3 +84,36 @@ def test_stage_options_have_help():
 def test_unknown_model_name_is_a_params_error(tmp_path):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     assert_clean_failure(run_stage("train.py", "vae99d", cwd=tmp_path), "no model 'models.vae99d'", "vae20d, vae2d")
+
+
+def test_cuda_asked_for_on_a_machine_without_one(tmp_path):
+    import numpy as np
+    import pytest
+    import torch
+
+    from mnist_vae.artifacts import write_npz
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: the case cannot arise")
+    raw = raw_params()
+    raw["train"]["device"] = "cuda"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "data/binarized").mkdir(parents=True)
+    write_npz(tmp_path / "data/binarized/mnist.npz", train_x=np.zeros((4, 784), np.uint8),
+              test_x=np.zeros((30, 784), np.uint8))
+    line = assert_clean_failure(run_stage("train.py", "vae20d", cwd=tmp_path), "'train.device' is 'cuda'",
+                                "CUDA is not available here")
+    assert "use auto or cpu" in line
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_gif_span_that_selects_no_frame_names_the_params(tmp_path):
+    import numpy as np
+    import pytest
+
+    from mnist_vae import artifacts
+    from mnist_vae.errors import DataError
+
+    with pytest.raises(DataError, match="no frames selected.*gifs params"):
+        artifacts.write_gif(tmp_path / "a.gif", np.zeros((0, 4, 4), np.uint8), 0.1)
+    assert list(tmp_path.iterdir()) == []
