@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import yaml
 
@@ -56,7 +58,7 @@ def test_derive_tolerances_k_sigma_floor_and_ungated():
     assert rules["f.json:loss"]["abs"] == pytest.approx(4 * 0.1 * math.sqrt(2), rel=1e-3)
     assert rules["f.json:loss"]["sigma_diff"] == pytest.approx(0.1 * math.sqrt(2), rel=1e-3)
     assert "gated" not in rules["f.json:loss"]
-    assert rules["f.json:noisy"]["gated"] is False
+    assert rules["f.json:noisy"]["gated"] is False and "20%" in rules["f.json:noisy"]["why"]
     assert rules["f.json:flat"]["abs"] == 0.001
     assert rules["f.json:machine"]["abs"] == pytest.approx(0.4)
     assert rules["*:epochs"] == {"match": "*:epochs", "exact": True}
@@ -72,8 +74,9 @@ def test_committed_tolerances_come_from_the_committed_study():
     doc = yaml.safe_load((REPO / "tolerances.yaml").read_text())
     summary = json.loads((REPO / doc["study"]["summary"]).read_text())
     assert doc["study"]["n_seeds"] == summary["study"]["n_seeds"] >= 8
+    runs = {n: r for n, r in summary["runs"].items() if not n.startswith("variant:")}
     derived = spread.derive_tolerances(summary["metrics"], spread.EXACT, doc["study"]["k"], doc["study"]["floor"],
-                                       doc["study"]["max_useful_rel"], doc["study"]["unmeasured"])
+                                       doc["study"]["max_useful_rel"], doc["study"]["unmeasured"], runs)
     assert doc["rules"] == derived
 
 
@@ -92,3 +95,16 @@ def test_readme_results_table_is_the_studys():
     """The README's results table is reports/spread/results.md, as `make spread` wrote it."""
     table = (REPO / "reports/spread/results.md").read_text()
     assert table in (REPO / "README.md").read_text()
+
+
+def test_leave_one_out_flags_a_run_the_others_do_not_cover():
+    steady = np.array([10.0, 10.1, 9.9, 10.05, 9.95, 10.02])
+    assert spread.leave_one_out_ok(steady, k=3, floor=0.001)
+    with_outlier = np.append(steady, 11.0)  # 1 nat off, where the others spread by ~0.08
+    assert not spread.leave_one_out_ok(with_outlier, k=3, floor=0.001)
+    saturated = np.array([1.0] * 7 + [0.9998])  # a rate at its bound, one run a notch below
+    assert not spread.leave_one_out_ok(saturated, k=3, floor=0.0001)
+    rules = {r["match"]: r for r in spread.derive_tolerances(
+        {"f.json:rate": {"mean": 0.99998, "std": 0.00007, "variants": {}}}, [], k=3, floor=0.0001,
+        max_useful_rel=0.2, runs={f"r{i}": {"f.json:rate": v} for i, v in enumerate(saturated)})}
+    assert rules["f.json:rate"]["gated"] is False and rules["f.json:rate"]["why"].startswith("leave-one-out")

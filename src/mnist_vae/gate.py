@@ -9,7 +9,8 @@ one of:
   rel: X                  |new - committed| <= X * |committed|
   report: true            shown, never failing: a metric the spread study has not measured yet
 and optionally `sigma_diff` (the measured spread of the difference of two runs, which the
-table uses to show each drift in units of it) and `gated: false` (shown, never failing).
+table uses to show each drift in units of it) and `gated: false` with its `why` (shown, never
+failing).
 The first rule that matches wins; a metric no rule matches must be equal.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 import yaml
 
 KINDS = ("ignore", "exact", "abs", "rel", "report")
-OPTIONAL = ("sigma_diff", "gated")
+OPTIONAL = ("sigma_diff", "gated", "why")
 
 
 class RuleError(ValueError):

@@ -81,26 +81,59 @@ def summarize(seed_runs: dict[str, dict[str, Any]], default: dict[str, Any],
     return out
 
 
+def _sigma_diff(values: np.ndarray, variant_deltas: Iterable[float] = ()) -> float:
+    """The spread of a difference of two runs: max(std x sqrt 2, the largest same-seed delta)."""
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return max(std * math.sqrt(2), max((abs(d) for d in variant_deltas), default=0.0))
+
+
+# The leave-one-out check flags only runs well outside the spread (1.5 k sigma_diff): with a few
+# runs, one at k sigma_diff from another is expected now and then; far beyond it means heavy tails
+# or a rate at its bound, whose spread the study cannot pin down.
+LOO_FACTOR = 1.5
+
+
+def leave_one_out_ok(values: np.ndarray, k: float, floor: float) -> bool:
+    """True when no run lies farther than k sigma_diff (with the floor) from another run, sigma_diff
+    estimated from the runs without it: a check that the spread measured on a few runs also
+    covers a run it has not seen (heavy tails and near-saturated rates fail it)."""
+    for i in range(len(values)):
+        rest = np.delete(values, i)
+        tol = max(k * _sigma_diff(rest), floor)
+        if np.max(np.abs(rest - values[i])) > tol:
+            return False
+    return True
+
+
 def derive_tolerances(summary: dict[str, dict[str, Any]], exact: Iterable[str], k: float, floor: float,
-                      max_useful_rel: float, unmeasured: Iterable[str] = ()) -> list[dict[str, Any]]:
+                      max_useful_rel: float, unmeasured: Iterable[str] = (),
+                      runs: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Gate rules from the measured spread.
 
     The tolerance of a measured metric is k times the spread of the difference of two runs,
-    sigma_diff = max(std * sqrt 2, the largest same-seed variant difference), at least `floor`.
-    A metric whose tolerance exceeds max_useful_rel of its mean is reported, not gated: a
-    window that wide catches only breakage the gated metrics catch first.
-    Metrics in `exact` (run descriptions) must match exactly; timings are ignored; metrics
-    matching `unmeasured` (added to the pipeline after the study) are shown, never failing.
+    sigma_diff = max(std x sqrt 2, the largest same-seed variant difference), at least `floor`.
+    A metric is reported, not gated, when that tolerance exceeds max_useful_rel of its mean (a
+    window that wide catches only breakage the gated metrics catch first), or when `runs` (the
+    runs at the default params: seeds and the default seed) fail the leave-one-out check (the
+    study cannot pin its spread down). Metrics in `exact` (run descriptions) must match exactly;
+    timings are ignored; metrics matching `unmeasured` (added to the pipeline after the study)
+    are shown, never failing.
     """
     rules: list[dict[str, Any]] = [{"match": p, "ignore": True} for p in IGNORED]
     rules += [{"match": p, "exact": True} for p in exact]
     for name, row in sorted(summary.items()):
-        largest_variant = max((abs(v["delta"]) for v in row.get("variants", {}).values()), default=0.0)
-        sigma_diff = max(row["std"] * math.sqrt(2), largest_variant)
+        sigma_diff = max(row["std"] * math.sqrt(2),
+                         max((abs(v["delta"]) for v in row.get("variants", {}).values()), default=0.0))
         tol = max(k * sigma_diff, floor)
         rule = {"match": name, "abs": float(f"{tol:.4g}"), "sigma_diff": float(f"{sigma_diff:.4g}")}
         if tol > max_useful_rel * abs(row["mean"]):
             rule["gated"] = False
+            rule["why"] = f"tolerance over {max_useful_rel:.0%} of the value"
+        elif runs is not None:
+            values = np.array([r[name] for r in runs.values() if _number(r.get(name))], dtype=np.float64)
+            if len(values) > 2 and not leave_one_out_ok(values, LOO_FACTOR * k, floor):
+                rule["gated"] = False
+                rule["why"] = f"leave-one-out: a run lies beyond {LOO_FACTOR:g} k sigma_diff of another"
         rules.append(rule)
     rules += [{"match": p, "report": True} for p in unmeasured]
     return rules
