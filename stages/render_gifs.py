@@ -9,7 +9,6 @@ import argparse
 
 from mnist_vae import artifacts, cli, params
 from mnist_vae.errors import ParamsError
-from mnist_vae.frames import select_frames, upscale
 
 
 def main() -> None:
@@ -22,6 +21,8 @@ def main() -> None:
         raise ParamsError("params: 'tracking.enabled' is false, so the train stages recorded no frames for "
                           "render-gifs; set it to true (or remove render-gifs from the pipeline)")
     cfg = p.gifs
+    from mnist_vae.frames import select_frames, upscale  # torch: only once the params are known good
+
     for name in p.models:
         frames = artifacts.read_npz(f"{args.tracking}/{name}.npz", ["recon"])
         kinds = [("reconstruction", "recon", cfg.recon_scale)]
