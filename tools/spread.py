@@ -150,12 +150,12 @@ def collect(other: list[str]) -> None:
             "seeds": sorted(int(n.rsplit("-", 1)[1]) for n in seeds),
             "n_seeds": len(seeds),
             "machine": f"{cpu_name()}, {os.cpu_count()} cores",
-            "variants": {
+            "variants": {name: text for name, text in {
                 "threads-1": "this machine, default seed, OMP_NUM_THREADS=1 (another summation order)",
                 "autograd": "this machine, default seed, train.step: autograd (another summation order)",
                 **{item.split("=")[0]: f"committed metrics of {item.split('=')[1]}: same seed, another CPU"
                    for item in other},
-            },
+            }.items() if name in variant_runs},
         },
         "runs": {"default": default, **{n[len(PREFIX):]: m for n, m in seeds.items()},
                  **{f"variant:{k}": v for k, v in variant_runs.items()}},
