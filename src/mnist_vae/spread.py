@@ -81,9 +81,8 @@ def summarize(seed_runs: dict[str, dict[str, Any]], default: dict[str, Any],
     return out
 
 
-def _sigma_diff(values: np.ndarray, variant_deltas: Iterable[float] = ()) -> float:
+def sigma_diff(std: float, variant_deltas: Iterable[float] = ()) -> float:
     """The spread of a difference of two runs: max(std x sqrt 2, the largest same-seed delta)."""
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return max(std * math.sqrt(2), max((abs(d) for d in variant_deltas), default=0.0))
 
 
@@ -99,7 +98,7 @@ def leave_one_out_ok(values: np.ndarray, k: float, floor: float) -> bool:
     covers a run it has not seen (heavy tails and near-saturated rates fail it)."""
     for i in range(len(values)):
         rest = np.delete(values, i)
-        tol = max(k * _sigma_diff(rest), floor)
+        tol = max(k * sigma_diff(float(np.std(rest, ddof=1)) if len(rest) > 1 else 0.0), floor)
         if np.max(np.abs(rest - values[i])) > tol:
             return False
     return True
@@ -122,10 +121,9 @@ def derive_tolerances(summary: dict[str, dict[str, Any]], exact: Iterable[str], 
     rules: list[dict[str, Any]] = [{"match": p, "ignore": True} for p in IGNORED]
     rules += [{"match": p, "exact": True} for p in exact]
     for name, row in sorted(summary.items()):
-        sigma_diff = max(row["std"] * math.sqrt(2),
-                         max((abs(v["delta"]) for v in row.get("variants", {}).values()), default=0.0))
-        tol = max(k * sigma_diff, floor)
-        rule = {"match": name, "abs": float(f"{tol:.4g}"), "sigma_diff": float(f"{sigma_diff:.4g}")}
+        spread_diff = sigma_diff(row["std"], (v["delta"] for v in row.get("variants", {}).values()))
+        tol = max(k * spread_diff, floor)
+        rule = {"match": name, "abs": float(f"{tol:.4g}"), "sigma_diff": float(f"{spread_diff:.4g}")}
         if tol > max_useful_rel * abs(row["mean"]):
             rule["gated"] = False
             rule["why"] = f"tolerance over {max_useful_rel:.0%} of the value"
