@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 
 .PHONY: setup repro test bench repro-check spread tolerances power clean-venv
 
-setup: $(STAMP)
+setup: $(STAMP) .dvc/plots-offline.html
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# `dvc plots show` / `diff` page template with Vega inline (.dvc/config points at it; git ignores it)
+.dvc/plots-offline.html: $(STAMP) tools/plots_template.py
+	$(BIN)/python tools/plots_template.py --out $@
 
 repro: setup
 	$(BIN)/dvc repro

@@ -3,6 +3,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -128,6 +129,7 @@ def repo(tmp_path_factory):
     Read only: tests that change anything take `work`."""
     root = tmp_path_factory.mktemp("pipeline") / "repo"
     copy_worktree(REPO, root, commit=False)
+    sh([sys.executable, "tools/plots_template.py"], root)  # as `make setup` does: the offline plots page
     set_params(root, FAST)
     git(root, "init", "-q")
     git(root, "config", "user.name", "pipeline test")  # `dvc exp run` commits experiments

@@ -9,7 +9,7 @@ from PIL import Image
 from types import SimpleNamespace
 
 from conftest import params_with
-from mnist_vae import artifacts, figures, frames
+from mnist_vae import artifacts, figures, frames, gifs
 from mnist_vae.tracking import Tracker, frame_count
 from mnist_vae.training import train
 
@@ -89,7 +89,8 @@ def test_tracking_does_not_change_training():
 def test_gif_frame_count_duration_and_loop(tmp_path):
     stack = np.random.default_rng(0).integers(0, 256, size=(23, 10, 12), dtype=np.uint8)
     spec = SimpleNamespace(start=0, stop=None, step=5)
-    artifacts.write_gif(tmp_path / "a.gif", frames.upscale(frames.select_frames(stack, spec), 2), 0.05)
+    gif = gifs.encode_within(frames.upscale(frames.select_frames(stack, spec), 2), 0.05, 10**6, 35)
+    artifacts.write_bytes(tmp_path / "a.gif", gif.data)
     back = iio.imread(tmp_path / "a.gif", index=None)
     assert back.shape[0] == 5 and back.shape[1:3] == (20, 24)
     with Image.open(tmp_path / "a.gif") as im:

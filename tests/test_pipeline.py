@@ -28,9 +28,10 @@ pytestmark = pytest.mark.slow
 BATCHES = math.ceil(1024 / 128)  # one epoch of the fast profile
 FRAMES = 1 + math.ceil(BATCHES / 2)  # one before training, then every 2 batches
 STAGES = {"download", "binarize", "train-20d", "train-2d", "train-20d-b512", "evaluate-20d", "evaluate-2d",
-          "render-grids", "render-gifs", "anomaly-kl-stats", "anomaly-kl-stats-b512"}
+          "render-grids", "render-gifs", "anomaly-kl-stats", "anomaly-kl-stats-b512", "report"}
 ANOMALY = {"anomaly-kl-stats", "anomaly-kl-stats-b512"}
 TRAIN = {"train-20d", "train-2d", "train-20d-b512"}
+REPORT = ("report.py", *yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]["cmd"].split()[3:])
 
 
 def downstream_of(repo: Path, stages: set[str]) -> set[str]:
@@ -102,8 +103,14 @@ def test_gifs_have_the_params_frame_counts_and_timings(repo, gif, frames, ms, si
         assert (im.n_frames, im.size, im.info["loop"], im.info["duration"]) == (frames, size, 0, ms)
     models = (("vae20d", ["reconstruction"]), ("vae2d", ["reconstruction", "manifold"]),
               ("vae20d-b512", ["reconstruction"]))
-    assert sorted(p.name for p in (repo / "reports/gifs").iterdir()) == sorted(
-        f"{m}-{kind}-{span}.gif" for m, kinds in models for kind in kinds for span in ("all", "early"))
+    names = sorted(f"{m}-{kind}-{span}.gif" for m, kinds in models for kind in kinds for span in ("all", "early"))
+    assert sorted(p.name for p in (repo / "reports/gifs").iterdir()) == sorted(names + ["summary.json"])
+    summary = json.loads((repo / "reports/gifs/summary.json").read_text())
+    assert sorted(summary) == names
+    row = summary[f"{gif}.gif"]
+    assert (row["frames"], row["seconds_per_frame"]) == (frames, ms / 1000)
+    assert row["bytes"] == (repo / f"reports/gifs/{gif}.gif").stat().st_size < 5_000_000
+    assert row["worst_psnr_db"] >= 35
 
 
 def test_notebook_setting_model_trains_with_batch_512(repo):
@@ -144,17 +151,17 @@ def test_reproduced_pipeline_is_up_to_date_and_a_second_repro_runs_nothing(repo)
 
 
 @pytest.mark.parametrize("edit, changed, downstream", [
-    ({"gifs": {"recon_all.step": 3}}, {"render-gifs"}, {"render-gifs"}),
-    ({"grids": {"prior_samples": 16}}, {"render-grids"}, {"render-grids"}),
-    ({"anomaly": {"k": 2.5}}, ANOMALY, ANOMALY),
-    ({"evaluate": {"iwae_k": 10}}, {"evaluate-20d", "evaluate-2d"}, {"evaluate-20d", "evaluate-2d"}),
+    ({"gifs": {"recon_all.step": 3}}, {"render-gifs"}, {"render-gifs", "report"}),
+    ({"grids": {"prior_samples": 16}}, {"render-grids"}, {"render-grids", "report"}),
+    ({"anomaly": {"k": 2.5}}, ANOMALY, ANOMALY | {"report"}),
+    ({"evaluate": {"iwae_k": 10}}, {"evaluate-20d", "evaluate-2d"}, {"evaluate-20d", "evaluate-2d", "report"}),
     ({"train": {"step": "autograd"}}, TRAIN, STAGES - {"download", "binarize"}),
-    ({"models": {"vae2d.encoder_hidden": [300, 100]}}, {"train-2d", "render-grids", "render-gifs"},
-     {"train-2d", "render-grids", "render-gifs", "evaluate-2d"}),  # never train-20d
+    ({"models": {"vae2d.encoder_hidden": [300, 100]}}, {"train-2d", "render-grids", "render-gifs", "report"},
+     {"train-2d", "render-grids", "render-gifs", "evaluate-2d", "report"}),  # never train-20d
     ({"data": {"threshold": 0.4}}, {"binarize"}, STAGES - {"download"}),
     # the notebook-setting model: its own stages and the figures of every model, never the others' stages
-    ({"models": {"vae20d-b512.train.batch_size": 256}}, {"train-20d-b512", "render-grids", "render-gifs"},
-     {"train-20d-b512", "render-grids", "render-gifs", "anomaly-kl-stats-b512"}),
+    ({"models": {"vae20d-b512.train.batch_size": 256}}, {"train-20d-b512", "render-grids", "render-gifs", "report"},
+     {"train-20d-b512", "render-grids", "render-gifs", "anomaly-kl-stats-b512", "report"}),
 ])
 def test_param_edit_invalidates_exactly_its_dependents(work, edit, changed, downstream):
     set_params(work, edit)
@@ -166,6 +173,9 @@ def test_param_edit_invalidates_exactly_its_dependents(work, edit, changed, down
     ("src/mnist_vae/step.py", TRAIN),
     ("src/mnist_vae/evaluation.py", {"evaluate-20d", "evaluate-2d"}),
     ("src/mnist_vae/figures.py", {"render-grids"} | ANOMALY),
+    ("src/mnist_vae/gifs.py", {"render-gifs"}),
+    ("src/mnist_vae/report.py", {"report"}),
+    ("src/mnist_vae/spread.py", {"report"}),
 ])
 def test_code_edit_invalidates_exactly_the_stages_that_import_it(work, module, changed):
     with open(work / module, "a") as fh:
@@ -253,6 +263,10 @@ def test_killed_repro_recovers_with_a_plain_repro(work):
     ("wrong-arrays:data/tracking/vae2d.npz", ("render_gifs.py",),
      ["data/tracking/vae2d.npz: has no array 'recon'", "dvc repro -f -s train-2d"]),
     ("truncate:models/vae20d.pt", ("anomaly_kl_stats.py", "vae20d"), ["models/vae20d.pt: not a readable checkpoint"]),
+    ("json:reports/gifs/summary.json", REPORT,
+     ["reports/gifs/summary.json: not valid JSON", "dvc repro -f -s render-gifs"]),
+    ("csv:reports/plots/history-vae2d.csv", REPORT,
+     ["reports/plots/history-vae2d.csv: has no column 'epoch'", "dvc repro -f -s train-2d"]),
 ])
 def test_a_damaged_artifact_gives_one_line_and_repro_recovers(work, damage, stage, needles):
     kind, path = damage.split(":")
@@ -261,6 +275,10 @@ def test_a_damaged_artifact_gives_one_line_and_repro_recovers(work, damage, stag
         target.write_bytes(target.read_bytes()[:1000])
     elif kind == "garbage":
         target.write_bytes(b"\x93NUMPY" + os.urandom(500))
+    elif kind == "json":
+        target.write_text('{"vae2d-manifold-all.gif": ')
+    elif kind == "csv":
+        target.write_text("step,loss\n1,2.5\n")
     else:
         np.savez(target, unrelated=np.zeros(3))
     assert_clean_failure(run_stage(*stage, cwd=work), *needles)
@@ -333,3 +351,23 @@ def test_every_dvc_command_in_the_readme_runs_as_written(work):
     for command in commands:
         proc = sh(command.split(), work, check=False)
         assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
+
+
+def test_report_shows_exactly_the_images_it_declares(repo):
+    from mnist_vae.report import linked_files
+
+    html = (repo / "reports/index.html").read_text()
+    linked = {f"reports/{path}" for path in linked_files(html)}
+    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["report"]
+    outs = set(stage["outs"])
+    declared = set()
+    for dep in stage["deps"]:
+        if (repo / dep).is_dir():
+            declared |= {f"{dep}/{p.name}" for p in (repo / dep).iterdir() if p.suffix == ".gif"}
+        elif dep.endswith((".png", ".gif")):
+            declared.add(dep)
+    assert linked - outs == declared  # every image shown is a dep, every image dep is shown
+    assert outs - {"reports/index.html"} <= linked
+    assert len([p for p in linked if p.endswith(".gif")]) == 8
+    for number in ("87.65", "140.24", "27.57", "4.38"):  # the reference's, beside ours
+        assert f'<td class="n">{number}</td>' in html

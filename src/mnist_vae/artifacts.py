@@ -104,16 +104,6 @@ def write_figure(path: str | Path, fig, **kwargs) -> None:
     plt.close(fig)
 
 
-def write_gif(path: str | Path, frames: np.ndarray, seconds_per_frame: float) -> None:
-    """Frames (T x H x W uint8) as a GIF that loops forever, written atomically by imageio."""
-    import imageio.v3 as iio
-
-    if len(frames) == 0:
-        raise DataError(f"{path}: no frames selected (check the gifs params' start/stop/step)")
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, frames, extension=".gif", duration=round(seconds_per_frame * 1000), loop=0)
-
-
 # --- reading ---------------------------------------------------------------------------------
 
 
@@ -135,8 +125,8 @@ def producing_stage(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str 
 
 def restore_hint(path: str | Path) -> str:
     stage = producing_stage(path)
-    if stage is None:
-        return f"restore it with `dvc checkout {path}` or rerun the stage that writes it"
+    if stage is None:  # no stage writes it: a file kept in git (reference.yaml, the spread study)
+        return f"restore it with `git checkout -- {path}`"
     return f"restore it with `dvc checkout {path}` (from DVC's cache) or rebuild it with `dvc repro -f -s {stage}`"
 
 
@@ -159,6 +149,48 @@ def read_npz(path: str | Path, required: tuple[str, ...] | list[str] = ()) -> di
         reason = "holds pickled objects" if "allow_pickle" in str(exc) else f"{type(exc).__name__}"
         raise DataError(f"{path}: not a readable .npz file ({reason}: truncated or replaced?); "
                         f"{restore_hint(path)}") from None
+
+
+def read_text(path: str | Path) -> str:
+    """A text artifact; DataError naming the file when it is missing or not UTF-8."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found; {restore_hint(path)}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not readable text ({type(exc).__name__}); {restore_hint(path)}") from None
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); {restore_hint(path)}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    try:
+        return yaml.safe_load(read_text(path))
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); {restore_hint(path)}") from None
+
+
+def read_csv(path: str | Path, required: tuple[str, ...] | list[str] = ()):
+    """A CSV artifact as a pandas DataFrame; DataError naming the file when it is missing,
+    unparsable or lacks one of the `required` columns."""
+    import pandas as pd
+
+    text = read_text(path)
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({type(exc).__name__}); {restore_hint(path)}") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: has no column {missing[0]!r} (it has {', '.join(map(str, frame.columns))}); "
+                        f"{restore_hint(path)}")
+    return frame
 
 
 def read_torch(path: str | Path, device: Any = "cpu") -> Any:

@@ -134,6 +134,8 @@ class GifsParams(_Section):
     recon_early: GifSpan
     recon_scale: PosInt
     manifold_scale: PosInt
+    max_mb: float = Field(gt=0)
+    min_psnr_db: float = Field(gt=0)
 
 
 class AnomalyParams(_Section):

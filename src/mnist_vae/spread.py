@@ -171,21 +171,35 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reference_rows(reference: list[dict[str, Any]], summary: dict[str, dict[str, Any]],
+                   ours: dict[str, Any], within_std: float = 2.0) -> list[dict[str, Any]]:
+    """Each reference number beside our run's value and our mean +/- std over seeds: label,
+    reference, ours (None when the run lacks it), mean, std, n (None when the study did not
+    measure it), z of the reference against our seeds and `within` (|z| <= within_std)."""
+    rows = []
+    for ref in reference:
+        row = {"label": ref["label"], "metric": ref["metric"], "reference": ref["value"],
+               "ours": ours.get(ref["metric"]), "mean": None, "std": None, "n": None, "z": None, "within": None}
+        seeds = summary.get(ref["metric"])
+        if seeds is not None:
+            z = (ref["value"] - seeds["mean"]) / seeds["std"] if seeds["std"] > 0 else math.inf
+            row.update(mean=seeds["mean"], std=seeds["std"], n=seeds["n"], z=z, within=abs(z) <= within_std)
+        rows.append(row)
+    return rows
+
+
 def results_table(reference: list[dict[str, Any]], summary: dict[str, dict[str, Any]],
                   committed: dict[str, Any], within_std: float = 2.0) -> str:
-    """Markdown: each reference number beside our committed run and our mean +/- std over seeds,
-    and whether the reference lies within `within_std` standard deviations of our mean."""
+    """Markdown of :func:`reference_rows`: whether each reference number lies within
+    `within_std` standard deviations of our mean over seeds."""
     lines = ["| reference number | reference | our committed run | our seeds: mean ± std (n) | reference within our spread |",
              "|---|---:|---:|---:|---|"]
-    for ref in reference:
-        ours = committed.get(ref["metric"])
-        row = summary.get(ref["metric"])
-        ours_cell = "-" if ours is None else f"{ours:.2f}"
-        if row is None:
+    for row in reference_rows(reference, summary, committed, within_std):
+        ours_cell = "-" if row["ours"] is None else f"{row['ours']:.2f}"
+        if row["n"] is None:
             spread_cell, verdict = "not in the study", "-"
         else:
             spread_cell = f"{row['mean']:.2f} ± {row['std']:.2f} ({row['n']})"
-            z = (ref["value"] - row["mean"]) / row["std"] if row["std"] > 0 else math.inf
-            verdict = (f"yes (z = {z:+.1f})" if abs(z) <= within_std else f"**no** (z = {z:+.1f})")
-        lines.append(f"| {ref['label']} | {ref['value']:.2f} | {ours_cell} | {spread_cell} | {verdict} |")
+            verdict = f"yes (z = {row['z']:+.1f})" if row["within"] else f"**no** (z = {row['z']:+.1f})"
+        lines.append(f"| {row['label']} | {row['reference']:.2f} | {ours_cell} | {spread_cell} | {verdict} |")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,114 @@
+"""The report page's parts (mnist_vae.report) on known values; the page itself is checked in a
+browser by test_browser.py and against the stage's deps by test_pipeline.py."""
+
+import re
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from mnist_vae import report, spread
+
+matplotlib.use("Agg")
+
+REFERENCE = yaml.safe_load((REPO / "reference.yaml").read_text())
+SEED_EXPERIMENTS = REPO.parent / "shared" / "reference" / "seed-experiments.md"
+
+
+def test_reference_epochs_are_the_write_ups_table():
+    rows = [line.split("|")[1:-1] for line in SEED_EXPERIMENTS.read_text().splitlines()
+            if re.match(r"^\| \d+ \|", line)]
+    table = np.array([[float(c) for c in row] for row in rows])
+    assert table[:, 0].tolist() == list(range(1, 11))
+    ours = REFERENCE["epochs"]
+    assert ours["vae20d"]["train_loss"] == table[:, 1].tolist() and ours["vae20d"]["test_loss"] == table[:, 2].tolist()
+    assert ours["vae2d"]["train_loss"] == table[:, 3].tolist() and ours["vae2d"]["test_loss"] == table[:, 4].tolist()
+
+
+def history(train, test):
+    return pd.DataFrame({"epoch": range(1, len(test) + 1), "train_loss": train, "test_loss": test})
+
+
+def test_epoch_rows_put_ours_beside_the_reference():
+    ref = {"m": {"train_loss": [10.0, 8.0, 7.0], "test_loss": [9.0, 7.5, 6.5]}}
+    rows = report.epoch_rows(ref, {"m": history([11.0, 8.5], [9.5, 7.5])})
+    assert [(r["epoch"], r["ref_test"], r["test"], r["test_diff"]) for r in rows] == [
+        (1, 9.0, 9.5, 0.5), (2, 7.5, 7.5, 0.0), (3, 6.5, None, None)]
+    assert str(rows[1]["test_diff"]) == "0.0"  # never "-0.0"
+    assert report.epoch_rows(ref, {}) == []  # a model the run lacks has no rows
+
+
+def test_reference_rows_mark_a_reference_outside_our_spread():
+    ref = [{"label": "loss", "value": 10.0, "metric": "f.json:loss"},
+           {"label": "kl", "value": 5.0, "metric": "f.json:kl"},
+           {"label": "new", "value": 1.0, "metric": "g.json:x"}]
+    summary = {"f.json:loss": {"mean": 10.2, "std": 0.2, "n": 8}, "f.json:kl": {"mean": 6.0, "std": 0.25, "n": 8}}
+    rows = spread.reference_rows(ref, summary, {"f.json:loss": 10.1, "f.json:kl": 6.1})
+    assert [(r["within"], r["z"]) for r in rows[:2]] == [(True, pytest.approx(-1.0)), (False, pytest.approx(-4.0))]
+    assert rows[2]["n"] is None and rows[2]["ours"] is None
+    html = report.page(**page_context(reference_rows=rows))
+    outside = re.findall(r'<tr class="outside"><td>(.*?)</td>', html)
+    assert outside == ["kl"]
+    assert "not in the study" in html
+
+
+def page_context(**overrides):
+    context = dict(
+        models=["m"], study={"n_seeds": 8, "machine": "a CPU"}, within_std=2, reference_rows=[],
+        learning_curves="figures/report-learning-curves.png", epoch_rows=[], evaluation_by_model=[],
+        model_figures=[("m", report.model_figures("m"))], gifs=[], anomaly_rows=[],
+        roc_curves="figures/report-roc-curves.png", anomaly_figures=[("anomaly", report.anomaly_figures("anomaly"))],
+        benchmarks=[])
+    context.update(overrides)
+    return context
+
+
+def test_page_links_exactly_its_figures_and_escapes_text():
+    rows = [{"label": "<b>loss</b> & co", "reference": 1.0, "ours": 1.0, "mean": None, "std": None, "n": None,
+             "z": None, "within": None}]
+    gif = {"name": "m-manifold-all.gif", "path": "gifs/m-manifold-all.gif", "bytes": 4_500_000, "frames": 94,
+           "seconds_per_frame": 0.05, "grey_levels": 23, "tolerance": 9, "worst_psnr_db": 37.7}
+    html = report.page(**page_context(reference_rows=rows, gifs=[gif]))
+    assert "&lt;b&gt;loss&lt;/b&gt; &amp; co" in html and "<b>loss" not in html
+    assert report.linked_files(html) == [
+        "figures/report-learning-curves.png",
+        "figures/m-manifold.png", "figures/m-latent-scatter.png", "figures/m-reconstructions.png",
+        "figures/m-prior-samples.png", "gifs/m-manifold-all.gif", "figures/report-roc-curves.png",
+        "figures/anomaly-kl-histogram.png", "figures/anomaly-noise-image.png"]
+    assert "<td class=\"n\">4.50</td>" in html and "37.7" in html
+    assert "http" not in html.replace("http-equiv", "")  # nothing on the page points at the network
+
+
+def test_markdown_tables_become_html_tables_and_raw_html_is_escaped():
+    html = report.markdown_html("| a | b |\n|---|---:|\n| x | **2** |\n\n<script>alert(1)</script>\n")
+    assert "<table>" in html and "<strong>2</strong>" in html and "<script>" not in html
+
+
+def test_learning_curves_overlay_the_reference_points():
+    ref = {"m": {"train_loss": [10.0, 8.0], "test_loss": [9.0, 7.5]}}
+    fig = report.learning_curves({"m": history([11.0, 8.5], [9.5, 7.5]), "other": history([3.0], [2.0])}, ref)
+    first, second = fig.axes
+    assert [line.get_label() for line in first.lines] == ["ours, train", "ours, test", "reference, train", "reference, test"]
+    assert first.lines[3].get_ydata().tolist() == [9.0, 7.5] and first.lines[3].get_linestyle() == "None"
+    assert len(second.lines) == 2  # no reference for that model: our lines only
+
+
+def test_roc_curves_draw_one_line_per_study_and_outlier_set():
+    table = pd.DataFrame({"fpr": [1.0, 0.5, 0.0], "tpr": [1.0, 0.9, 0.0]})
+    curves = {s: {f"{score}-{ood}": table for score in ("kl", "neg_elbo") for ood in ("noise", "fashion")}
+              for s in ("a", "b")}
+    fig = report.roc_curves(curves)
+    assert [len(ax.lines) for ax in fig.axes] == [5, 5]  # 2 studies x 2 sets + the diagonal
+    assert fig.axes[0].lines[0].get_label() == "a vs noise"
+
+
+def test_anomaly_rows_read_both_scores():
+    side = {"auroc": 0.9, "detection_rate": 0.5, "mean": 1.0}
+    score = {"train": {"fit_mean": 30.0, "fit_std": 4.5, "threshold": 43.5}, "test_above_threshold": 0.001,
+             "noise": side, "fashion": side}
+    rows = report.anomaly_rows({"anomaly": {"model": "m", "kl": score, "neg_elbo": score,
+                                            "noise_image": {"kl": 75.9, "neg_elbo": 2500.0}}})
+    assert [(r["score"], r["noise_image"], r["fit_mean"]) for r in rows] == [("kl", 75.9, 30.0), ("neg_elbo", 2500.0, 30.0)]
