@@ -91,7 +91,7 @@ def test_report_page_loads_every_image_offline(repo, offline):
     page = offline.open(repo / "reports/index.html")
     images = page.evaluate(IMAGES)
     offline.screenshot("report-index")
-    assert len(images) >= 30
+    assert len(images) == 2 + 3 * 4 + 8 + 2 * 2  # report plots, 3 models x 4 figures, GIFs, 2 anomaly studies x 2
     assert [i["src"] for i in images if not i["loaded"]] == []
     assert offline.network == [] and offline.errors == []
     gifs = [i["src"] for i in images if i["src"].endswith(".gif")]
