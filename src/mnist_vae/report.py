@@ -78,8 +78,9 @@ def learning_curves(histories: dict[str, Any], reference: dict[str, dict[str, li
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
     for ax, model in zip(axes[0], models):
         hist = histories[model]
-        ax.plot(hist["epoch"], hist["train_loss"], color="#1f77b4", lw=1.8, label="ours, train")
-        ax.plot(hist["epoch"], hist["test_loss"], color="#d62728", lw=1.8, label="ours, test")
+        # small markers: a one-epoch run (a fast profile) still shows its point
+        ax.plot(hist["epoch"], hist["train_loss"], ".-", color="#1f77b4", lw=1.8, label="ours, train")
+        ax.plot(hist["epoch"], hist["test_loss"], ".-", color="#d62728", lw=1.8, label="ours, test")
         ref = reference.get(model)
         if ref is not None:
             epochs = np.arange(1, len(ref["test_loss"]) + 1)
@@ -157,7 +158,9 @@ write-up (<code>reference.yaml</code>); the seed spread is the committed study i
 
 <h2 id="reference">The reference's numbers beside ours</h2>
 <p class="note">"within" means the reference lies within {{ within_std }} standard deviations of our
-mean over seeds; rows where it does not are marked <span class="outside-mark">outside</span>.</p>
+mean over seeds; rows where it does not are marked <span class="outside-mark">outside</span>.
+The seeds ran the committed default params: beside a run with other params (an experiment, a
+fast profile) the spread columns describe the default run, not this one.</p>
 <table id="reference-table">
 <tr><th>reference number</th><th>reference</th><th>this run</th><th>our seeds: mean ± std (n)</th><th>reference vs our spread</th></tr>
 {% for r in reference_rows %}
