@@ -153,3 +153,32 @@ def test_stage_of_a_file_inside_an_out_directory(in_repo_copy):
     assert artifacts.producing_stage("reports/gifs/vae2d-manifold-all.gif") == "render-gifs"
     assert artifacts.producing_stage("reports/metrics/eval-vae2d.json") == "evaluate-2d"
     assert artifacts.producing_stage("nowhere/x.npz") is None
+
+
+@pytest.mark.parametrize("path, text, needle", [
+    ("reports/metrics/anomaly.json", '{"kl": ', "not valid JSON (line 1"),
+    ("reference.yaml", "numbers: [a, b\n", "not valid YAML"),
+    ("reports/gifs/summary.json", None, "not found"),
+])
+def test_text_artifacts_name_the_file_and_how_to_restore_it(in_repo_copy, path, text, needle):
+    target = in_repo_copy / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if text is not None:
+        target.write_text(text)
+    reader = artifacts.read_yaml if path.endswith(".yaml") else artifacts.read_json
+    with pytest.raises(DataError) as err:
+        reader(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {needle}")
+    # written by a stage: DVC restores it; kept in git: git does
+    expected = "git checkout -- reference.yaml" if path == "reference.yaml" else "dvc repro -f -s"
+    assert expected in message
+
+
+def test_csv_without_a_needed_column(in_repo_copy):
+    path = in_repo_copy / "reports/plots/history-vae2d.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("step,loss\n1,2.5\n")
+    with pytest.raises(DataError, match=r"history-vae2d.csv: has no column 'epoch' \(it has step, loss\).*train-2d"):
+        artifacts.read_csv("reports/plots/history-vae2d.csv", ["epoch", "test_loss"])
+    assert artifacts.read_csv("reports/plots/history-vae2d.csv", ["step"])["loss"].tolist() == [2.5]
