@@ -29,9 +29,9 @@ def main() -> None:
     root = Path(args.out).parent
     reference = artifacts.read_yaml(args.reference)
     study = artifacts.read_json(args.spread)
-    metrics_files = {f"reports/metrics/train-{m}.json": None for m in p.models}
-    metrics_files.update({f"reports/metrics/eval-{m}.json": None for m in args.evaluated})
-    metrics_files.update({f"reports/metrics/{name}.json": None for name in args.anomaly})
+    metrics_files = ([f"reports/metrics/train-{m}.json" for m in p.models]
+                     + [f"reports/metrics/eval-{m}.json" for m in args.evaluated]
+                     + [f"reports/metrics/{name}.json" for name in args.anomaly])
     metrics = {path: artifacts.read_json(path) for path in metrics_files}
     histories = {m: artifacts.read_csv(f"reports/plots/history-{m}.csv", ["epoch", "train_loss", "test_loss"])
                  for m in p.models}
@@ -57,10 +57,9 @@ def main() -> None:
         anomaly_figures=[(name, report.anomaly_figures(name)) for name in args.anomaly],
         benchmarks=[report.markdown_html(artifacts.read_text(path)) for path in args.benchmark],
     )
-    for src in report.linked_files(html):
-        if not (root / src).is_file():
-            raise DataError(f"{root / src}: linked from {args.out} but missing; "
-                                      f"{artifacts.restore_hint(root / src)}")
+    missing = [root / src for src in report.linked_files(html) if not (root / src).is_file()]
+    if missing:
+        raise DataError(f"{missing[0]}: linked from {args.out} but missing; {artifacts.restore_hint(missing[0])}")
     artifacts.write_bytes(args.out, html.encode())
 
 
