@@ -1,0 +1,33 @@
+"""The repository stands alone: a user's clone has nothing beside it, so no file it ships or
+tests reads outside it (CI's own script may point its mirror at the folder CI provides)."""
+
+import re
+import subprocess
+
+from conftest import REPO
+
+OUTSIDE = re.compile(r"\.\./shared|parent\s*/\s*[\"']shared[\"']|parents\[\d\]\s*/\s*[\"']shared[\"']")
+ALLOWED = {".ci/run"}  # CI's script: the mirror beside CI's clone, exported as MNIST_MIRROR
+
+
+def tracked_text_files():
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split("\0")
+    for name in filter(None, names):
+        path = REPO / name
+        if path.is_file() and path.stat().st_size < 2_000_000:
+            try:
+                yield name, path.read_text()
+            except UnicodeDecodeError:
+                continue
+
+
+def test_nothing_in_the_repository_points_outside_it():
+    offenders = [name for name, text in tracked_text_files() if name not in ALLOWED and OUTSIDE.search(text)]
+    assert offenders == []
+
+
+def test_the_outside_pattern_catches_the_forms_it_is_for():
+    for text in ('"../shared/reference/x.md"', 'REPO.parent / "shared" / "mnist"', "parents[1] / 'shared'"):
+        assert OUTSIDE.search(text), text
+    assert not OUTSIDE.search("a shared helper")
