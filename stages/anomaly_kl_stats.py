@@ -1,23 +1,21 @@
-"""Stage anomaly-kl-stats: KL(q(z|x) || p(z)) and negative-ELBO anomaly scores of a trained model
-(the argument, e.g. vae20d), for MNIST train/test, seeded uniform noise and the Fashion-MNIST
-test set.
+"""Stage anomaly-kl-stats@<model>: KL(q(z|x) || p(z)) and negative-ELBO anomaly scores of a
+trained model (one of `anomaly.models` in params.yaml), for MNIST train/test, seeded uniform
+noise and the Fashion-MNIST test set.
 
-Writes, for --name N (default: anomaly): reports/metrics/N.json, data/anomaly/N.npz (every
-score), reports/plots/N-roc-<score>-<set>.csv, reports/figures/N-kl-histogram.png and
-reports/figures/N-noise-image.png.
+Writes reports/models/<model>/anomaly.json, roc-<score>-<set>.csv, anomaly-kl-histogram.png and
+anomaly-noise-image.png, and every score in data/anomaly/<model>.npz.
 """
 
 import argparse
 
 import pandas as pd
 
-from mnist_vae import artifacts, cli, params
+from mnist_vae import artifacts, cli, layout, params
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="a trained model's name, e.g. vae20d (reads models/<name>.pt)")
-    ap.add_argument("--name", default="anomaly", help="the outputs' name (default: anomaly)")
     ap.add_argument("--mnist", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     ap.add_argument("--fashion", default="data/binarized/fashion-mnist.npz", help="the binarized Fashion-MNIST .npz")
     args = ap.parse_args()
@@ -32,7 +30,7 @@ def main() -> None:
 
     device = resolve_device(p.train.device)
     make_deterministic(cfg.seed)
-    model = load_checkpoint(f"models/{args.model}.pt", device)
+    model = load_checkpoint(layout.checkpoint(args.model), device)
     noise_image = anomaly.uniform_noise_images(1, cfg.seed)
     sets = {
         "train": mnist["train_x"][:p.train.train_limit],
@@ -52,7 +50,7 @@ def main() -> None:
             scores["train"], scores["test"], {"noise": scores["noise"], "fashion": scores["fashion"]}, cfg.k)
         for other in ("noise", "fashion"):
             fpr, tpr = anomaly.roc_curve(scores["test"], scores[other])
-            artifacts.write_csv(f"reports/plots/{args.name}-roc-{score_name}-{other}.csv",
+            artifacts.write_csv(layout.roc_table(args.model, score_name, other),
                                 pd.DataFrame({"fpr": fpr, "tpr": tpr}))
     st = reports["kl"]["train"]
     noise_kl = float(kl["noise_image"][0])
@@ -64,13 +62,13 @@ def main() -> None:
     }
     reports["model"] = args.model
 
-    artifacts.write_npz(f"data/anomaly/{args.name}.npz", **{f"kl_{k}": v for k, v in kl.items()},
+    artifacts.write_npz(layout.anomaly_arrays(args.model), **{f"kl_{k}": v for k, v in kl.items()},
                         **{f"neg_elbo_{k}": v for k, v in elbo.items()})
-    artifacts.write_figure(f"reports/figures/{args.name}-kl-histogram.png",
+    artifacts.write_figure(layout.anomaly_figure(args.model, "kl-histogram"),
                            figures.kl_histogram(kl["train"], st["fit_mean"], st["fit_std"], st["threshold"],
                                                 noise_kl, cfg.k), dpi=120)
-    artifacts.write_png(f"reports/figures/{args.name}-noise-image.png", upscale(noise_image.reshape(28, 28) * 255, 8))
-    artifacts.write_json(f"reports/metrics/{args.name}.json", reports)
+    artifacts.write_png(layout.anomaly_figure(args.model, "noise-image"), upscale(noise_image.reshape(28, 28) * 255, 8))
+    artifacts.write_json(layout.anomaly_metrics(args.model), reports)
 
 
 if __name__ == "__main__":

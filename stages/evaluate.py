@@ -1,10 +1,10 @@
-"""Stages evaluate-20d / evaluate-2d: IWAE log-likelihood and active units of a trained model,
-written to reports/metrics/eval-<name>.json, with the per-image IWAE NLL and the per-dimension
-variance of the encoder means in data/evaluation/<name>.npz."""
+"""Stage evaluate@<model>: IWAE log-likelihood and active units of a trained model, written to
+reports/models/<model>/eval.json, with the per-image IWAE NLL and the per-dimension variance of
+the encoder means in data/evaluation/<model>.npz."""
 
 import argparse
 
-from mnist_vae import artifacts, cli, params
+from mnist_vae import artifacts, cli, layout, params
 
 
 def main() -> None:
@@ -19,11 +19,11 @@ def main() -> None:
 
     device = resolve_device(p.train.device)
     make_deterministic(p.evaluate.seed)
-    model = load_checkpoint(f"models/{args.model}.pt", device)
+    model = load_checkpoint(layout.checkpoint(args.model), device)
     test_x = to_tensor(artifacts.read_npz(args.data, ["test_x"])["test_x"][:p.train.test_limit], device)
     result = evaluate_model(model, test_x, p.evaluate, p.train.eval_batch_size)
-    artifacts.write_npz(f"data/evaluation/{args.model}.npz", **result["arrays"])
-    artifacts.write_json(f"reports/metrics/eval-{args.model}.json", result["metrics"])
+    artifacts.write_npz(layout.evaluation_arrays(args.model), **result["arrays"])
+    artifacts.write_json(layout.eval_metrics(args.model), result["metrics"])
 
 
 if __name__ == "__main__":

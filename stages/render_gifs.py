@@ -1,22 +1,22 @@
-"""Stage render-gifs: GIFs of the training frames (data/tracking/<name>.npz) into reports/gifs/.
+"""Stage render-gifs@<model>: GIFs of one model's training frames (data/tracking/<model>.npz)
+into reports/models/<model>/gifs/.
 
-Per model: <name>-reconstruction-all.gif and <name>-reconstruction-early.gif; per model with
-manifold frames (2-d latent): <name>-manifold-all.gif and <name>-manifold-early.gif.
-Frame ranges, seconds per frame, upscale factors and the size budget come from `gifs` in
-params.yaml. reports/gifs/summary.json gives each GIF's size, frames, grey levels, tolerance and
-worst per-frame PSNR against the 8-bit frames (each GIF is decoded again and checked).
+reconstruction-all.gif and reconstruction-early.gif; for a model with manifold frames (2-d
+latent) also manifold-all.gif and manifold-early.gif. Frame ranges, seconds per frame, upscale
+factors and the size budget come from `gifs` in params.yaml. summary.json beside them gives each
+GIF's size, frames, grey levels, tolerance and worst per-frame PSNR against the 8-bit frames
+(each GIF is decoded again and checked).
 """
 
 import argparse
 
-from mnist_vae import artifacts, cli, params
+from mnist_vae import artifacts, cli, layout, params
 from mnist_vae.errors import DataError, ParamsError
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tracking", default="data/tracking", help="folder with the train stages' <name>.npz frames")
-    ap.add_argument("--out", default="reports/gifs", help="folder that receives the GIFs")
+    ap.add_argument("model", help="a trained model's name, e.g. vae2d (reads data/tracking/<name>.npz)")
     args = ap.parse_args()
     p = params.load_for_stage()
     if not p.tracking.enabled:
@@ -26,26 +26,26 @@ def main() -> None:
     from mnist_vae import gifs
     from mnist_vae.frames import select_frames, upscale  # torch: only once the params are known good
 
+    out = layout.gifs_dir(args.model)
+    frames = artifacts.read_npz(layout.tracking_frames(args.model), ["recon"])
+    kinds = [("reconstruction", "recon", cfg.recon_scale)]
+    if "manifold" in frames:
+        kinds.append(("manifold", "manifold", cfg.manifold_scale))
     summary = {}
-    for name in p.models:
-        frames = artifacts.read_npz(f"{args.tracking}/{name}.npz", ["recon"])
-        kinds = [("reconstruction", "recon", cfg.recon_scale)]
-        if "manifold" in frames:
-            kinds.append(("manifold", "manifold", cfg.manifold_scale))
-        for label, key, scale in kinds:
-            for span in ("all", "early"):
-                spec = getattr(cfg, f"{key}_{span}")
-                path = f"{args.out}/{name}-{label}-{span}.gif"
-                try:
-                    gif = gifs.encode_within(upscale(select_frames(frames[key], spec), scale),
-                                             spec.seconds_per_frame, round(cfg.max_mb * 1e6), cfg.min_psnr_db)
-                except DataError as err:
-                    raise DataError(f"{path}: {err}") from None
-                artifacts.write_bytes(path, gif.data)
-                summary[path.rsplit("/", 1)[-1]] = gif.summary(spec.seconds_per_frame)
-                print(f"{path}: {len(gif.data) / 1e6:.2f} MB, {gif.frames} frames, {gif.levels} grey levels, "
-                      f"worst PSNR {gif.worst_psnr_db:.1f} dB", flush=True)
-    artifacts.write_json(f"{args.out}/summary.json", summary)
+    for label, key, scale in kinds:
+        for span in ("all", "early"):
+            spec = getattr(cfg, f"{key}_{span}")
+            path = f"{out}/{label}-{span}.gif"
+            try:
+                gif = gifs.encode_within(upscale(select_frames(frames[key], spec), scale),
+                                         spec.seconds_per_frame, round(cfg.max_mb * 1e6), cfg.min_psnr_db)
+            except DataError as err:
+                raise DataError(f"{path}: {err}") from None
+            artifacts.write_bytes(path, gif.data)
+            summary[path.rsplit("/", 1)[-1]] = gif.summary(spec.seconds_per_frame)
+            print(f"{path}: {len(gif.data) / 1e6:.2f} MB, {gif.frames} frames, {gif.levels} grey levels, "
+                  f"worst PSNR {gif.worst_psnr_db:.1f} dB", flush=True)
+    artifacts.write_json(f"{out}/summary.json", summary)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,21 @@
-"""Stage render-grids: figures of the final models into reports/figures/.
+"""Stage render-grids@<model>: figures of one trained model into reports/models/<model>/.
 
-Per model: <name>-reconstructions.png (originals over reconstructions), <name>-prior-samples.png
-(decoded samples from N(0, I)), <name>-manifold.png (the latent manifold grid) and
-<name>-latent-scatter.png (test-set encoder means coloured by digit). For a latent of more than
-two dimensions the manifold and the scatter show the first two (the others at 0), so every
-figure exists whatever the latent size.
+manifold.png (the latent manifold grid), latent-scatter.png (test-set encoder means coloured by
+digit), reconstructions.png (originals over reconstructions) and prior-samples.png (decoded
+samples from N(0, I)). For a latent of more than two dimensions the manifold and the scatter
+show the first two (the others at 0), so every figure exists whatever the latent size.
 Everything is computed on the CPU, so figures are the same whatever device trained the models.
 """
 
 import argparse
 
-from mnist_vae import artifacts, cli, params
+from mnist_vae import artifacts, cli, layout, params
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="a trained model's name, e.g. vae2d (reads models/<name>.pt)")
     ap.add_argument("--data", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
-    ap.add_argument("--out", default="reports/figures", help="folder that receives the PNGs")
     args = ap.parse_args()
     p = params.load_for_stage()
     g = p.grids
@@ -28,26 +27,27 @@ def main() -> None:
     from mnist_vae.model import load_checkpoint
     from mnist_vae.runtime import make_deterministic, to_tensor
 
+    name = args.model
     make_deterministic(g.seed)
     device = torch.device("cpu")  # small work: the CPU keeps figures identical across machines
     test_x = to_tensor(mnist["test_x"][:p.train.test_limit], device)
     test_y = mnist["test_y"][:p.train.test_limit]
     originals = test_x[list(p.tracking.recon_indices)]
-    for name in p.models:
-        model = load_checkpoint(f"models/{name}.pt", device)
-        gen = torch.Generator().manual_seed(g.seed)
-        with torch.no_grad():
-            recon = frames.recon_frame(model, originals, torch.randn(len(originals), model.latent_dim, generator=gen))
-            prior = torch.randn(g.prior_samples, model.latent_dim, generator=gen)
-            samples = frames.to_uint8(frames.tile(model.decode(prior), nrow=g.prior_nrow))
-        artifacts.write_png(f"{args.out}/{name}-reconstructions.png", frames.upscale(recon.numpy(), g.recon_scale))
-        artifacts.write_png(f"{args.out}/{name}-prior-samples.png", samples.numpy())
-        z = frames.manifold_latents(g.manifold_n, *g.manifold_quantiles, latent_dim=model.latent_dim)
-        artifacts.write_png(f"{args.out}/{name}-manifold.png", frames.manifold_frame(model, z, g.manifold_n).numpy())
-        mu, _ = encode_all(model, test_x)
-        dims = "" if model.latent_dim == 2 else f", first 2 of {model.latent_dim} dims"
-        fig = figures.latent_scatter(mu.numpy(), test_y, f"{name}: test-set encoder means (n={len(test_y):,}{dims})")
-        artifacts.write_figure(f"{args.out}/{name}-latent-scatter.png", fig, dpi=120)
+    model = load_checkpoint(layout.checkpoint(name), device)
+    gen = torch.Generator().manual_seed(g.seed)
+    with torch.no_grad():
+        recon = frames.recon_frame(model, originals, torch.randn(len(originals), model.latent_dim, generator=gen))
+        prior = torch.randn(g.prior_samples, model.latent_dim, generator=gen)
+        samples = frames.to_uint8(frames.tile(model.decode(prior), nrow=g.prior_nrow))
+    artifacts.write_png(layout.figure(name, "reconstructions"), frames.upscale(recon.numpy(), g.recon_scale))
+    artifacts.write_png(layout.figure(name, "prior-samples"), samples.numpy())
+    z = frames.manifold_latents(g.manifold_n, *g.manifold_quantiles, latent_dim=model.latent_dim)
+    artifacts.write_png(layout.figure(name, "manifold"), frames.manifold_frame(model, z, g.manifold_n).numpy())
+    mu, _ = encode_all(model, test_x)
+    dims = "" if model.latent_dim == 2 else f", first 2 of {model.latent_dim} dims"
+    fig = figures.latent_scatter(mu.numpy(), test_y, f"{name}: test-set encoder means (n={len(test_y):,}{dims})")
+    artifacts.write_figure(layout.figure(name, "latent-scatter"), fig, dpi=120)
+
 
 if __name__ == "__main__":
     cli.run(main)

@@ -1,7 +1,7 @@
-"""Stages train-20d / train-2d: train one model (its name under `models` in params.yaml).
+"""Stage train@<model>: train one model (its name under `models` in params.yaml).
 
-Writes models/<name>.pt (config + weights), reports/metrics/train-<name>.json,
-reports/plots/history-<name>.csv and data/tracking/<name>.npz (training frames; empty when
+Writes models/<model>.pt (config + weights), reports/models/<model>/train.json,
+reports/models/<model>/history.csv and data/tracking/<model>.npz (training frames; empty when
 tracking.enabled is false).
 """
 
@@ -9,7 +9,7 @@ import argparse
 
 import pandas as pd
 
-from mnist_vae import artifacts, cli, params
+from mnist_vae import artifacts, cli, layout, params
 
 
 def main() -> None:
@@ -24,10 +24,10 @@ def main() -> None:
     from mnist_vae.training import fit
 
     out = fit(arch, p.train, p.tracking, mnist["train_x"], mnist["test_x"], name=args.model)
-    artifacts.write_npz(f"data/tracking/{args.model}.npz", **(out["frames"] or {}))
-    artifacts.write_csv(f"reports/plots/history-{args.model}.csv", pd.DataFrame(out["history"]).drop(columns="seconds"))
-    artifacts.write_json(f"reports/metrics/train-{args.model}.json", out["metrics"])
-    artifacts.write_torch(f"models/{args.model}.pt", checkpoint(out["model"], train=arch.training(p.train).model_dump()))
+    artifacts.write_npz(layout.tracking_frames(args.model), **(out["frames"] or {}))
+    artifacts.write_csv(layout.history(args.model), pd.DataFrame(out["history"]).drop(columns="seconds"))
+    artifacts.write_json(layout.train_metrics(args.model), out["metrics"])
+    artifacts.write_torch(layout.checkpoint(args.model), checkpoint(out["model"], train=arch.training(p.train).model_dump()))
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import functools
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from mnist_vae.workspace import copy_worktree, dvc_exe, git
 REPO = Path(__file__).resolve().parents[1]
 
 
+@functools.cache
 def _mirror(env: str, dataset: str) -> str:
     """The dataset's mirror folder: $MNIST_MIRROR / $FASHION_MNIST_MIRROR as the README names them
     (nothing outside the clone is assumed), else one download from the public mirrors into the
@@ -30,8 +32,12 @@ def _mirror(env: str, dataset: str) -> str:
     return str(cache)
 
 
-MNIST_MIRROR = _mirror("MNIST_MIRROR", "mnist")
-FASHION_MIRROR = _mirror("FASHION_MNIST_MIRROR", "fashion-mnist")
+def __getattr__(name: str) -> str:  # MNIST_MIRROR, FASHION_MIRROR: resolved on first use, not at import
+    if name == "MNIST_MIRROR":
+        return _mirror("MNIST_MIRROR", "mnist")
+    if name == "FASHION_MIRROR":
+        return _mirror("FASHION_MNIST_MIRROR", "fashion-mnist")
+    raise AttributeError(name)
 
 
 @pytest.fixture
@@ -65,7 +71,8 @@ def mirror_env(**extra: str) -> dict:
     mirrors, offline."""
     from mnist_vae.workspace import tool_env
 
-    return tool_env(**{"MNIST_MIRROR": MNIST_MIRROR, "FASHION_MNIST_MIRROR": FASHION_MIRROR, "MNIST_VAE_OFFLINE": "1",
+    return tool_env(**{"MNIST_MIRROR": _mirror("MNIST_MIRROR", "mnist"),
+                       "FASHION_MNIST_MIRROR": _mirror("FASHION_MNIST_MIRROR", "fashion-mnist"), "MNIST_VAE_OFFLINE": "1",
                        **extra})
 
 

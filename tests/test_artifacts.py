@@ -74,8 +74,10 @@ def test_signal_during_a_write_leaves_the_old_file_and_no_temp(tmp_path, signum,
 
 @pytest.fixture
 def in_repo_copy(tmp_path, monkeypatch):
-    """A folder with the project's dvc.yaml as the working directory (readers look up the stage)."""
-    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    """A folder with the project's dvc.yaml and params.yaml as the working directory (readers look
+    up the stage, in dvc.yaml as resolved with params.yaml)."""
+    for name in ("dvc.yaml", "params.yaml"):
+        (tmp_path / name).write_text((REPO / name).read_text())
     (tmp_path / "data/binarized").mkdir(parents=True)
     (tmp_path / "models").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -122,7 +124,7 @@ def test_npz_without_the_expected_array(in_repo_copy):
 def test_tracking_npz_names_its_train_stage(in_repo_copy):
     (in_repo_copy / "data/tracking").mkdir()
     artifacts.write_npz("data/tracking/vae2d.npz")  # tracking was off: an empty archive
-    with pytest.raises(DataError, match=r"has no array 'recon' \(it has none\); .*dvc repro -f -s train-2d"):
+    with pytest.raises(DataError, match=r"has no array 'recon' \(it has none\); .*dvc repro -f -s train@vae2d"):
         artifacts.read_npz("data/tracking/vae2d.npz", ["recon"])
 
 
@@ -133,7 +135,7 @@ def test_truncated_checkpoint(in_repo_copy):
     good = (in_repo_copy / "models/vae20d.pt").read_bytes()
     assert load_checkpoint("models/vae20d.pt").latent_dim == 2
     (in_repo_copy / "models/vae20d.pt").write_bytes(good[: len(good) // 2])
-    with pytest.raises(DataError, match=r"models/vae20d.pt: not a readable checkpoint.*dvc repro -f -s train-20d"):
+    with pytest.raises(DataError, match=r"models/vae20d.pt: not a readable checkpoint.*dvc repro -f -s train@vae20d"):
         load_checkpoint("models/vae20d.pt")
 
 
@@ -150,15 +152,16 @@ def test_checkpoint_of_something_else(in_repo_copy):
 
 
 def test_stage_of_a_file_inside_an_out_directory(in_repo_copy):
-    assert artifacts.producing_stage("reports/gifs/vae2d-manifold-all.gif") == "render-gifs"
-    assert artifacts.producing_stage("reports/metrics/eval-vae2d.json") == "evaluate-2d"
+    assert artifacts.producing_stage("reports/models/vae2d/gifs/manifold-all.gif") == "render-gifs@vae2d"
+    assert artifacts.producing_stage("reports/models/vae2d/eval.json") == "evaluate@vae2d"
+    assert artifacts.producing_stage("reports/models/vae20d-b512/anomaly.json") == "anomaly-kl-stats@vae20d-b512"
     assert artifacts.producing_stage("nowhere/x.npz") is None
 
 
 @pytest.mark.parametrize("path, text, needle", [
-    ("reports/metrics/anomaly.json", '{"kl": ', "not valid JSON (line 1"),
+    ("reports/models/vae20d/anomaly.json", '{"kl": ', "not valid JSON (line 1"),
     ("reference.yaml", "numbers: [a, b\n", "not valid YAML"),
-    ("reports/gifs/summary.json", None, "not found"),
+    ("reports/models/vae2d/gifs/summary.json", None, "not found"),
 ])
 def test_text_artifacts_name_the_file_and_how_to_restore_it(in_repo_copy, path, text, needle):
     target = in_repo_copy / path
@@ -176,9 +179,9 @@ def test_text_artifacts_name_the_file_and_how_to_restore_it(in_repo_copy, path, 
 
 
 def test_csv_without_a_needed_column(in_repo_copy):
-    path = in_repo_copy / "reports/plots/history-vae2d.csv"
+    path = in_repo_copy / "reports/models/vae2d/history.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("step,loss\n1,2.5\n")
-    with pytest.raises(DataError, match=r"history-vae2d.csv: has no column 'epoch' \(it has step, loss\).*train-2d"):
-        artifacts.read_csv("reports/plots/history-vae2d.csv", ["epoch", "test_loss"])
-    assert artifacts.read_csv("reports/plots/history-vae2d.csv", ["step"])["loss"].tolist() == [2.5]
+    with pytest.raises(DataError, match=r"vae2d/history.csv: has no column 'epoch' \(it has step, loss\).*train@vae2d"):
+        artifacts.read_csv("reports/models/vae2d/history.csv", ["epoch", "test_loss"])
+    assert artifacts.read_csv("reports/models/vae2d/history.csv", ["step"])["loss"].tolist() == [2.5]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, dvc, sh
+from mnist_vae import layout
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +102,7 @@ def test_report_page_loads_every_image_offline(repo, offline):
         assert number in text
     # ours beside them: the 20-d and 2-d test losses of this run
     for model in ("vae20d", "vae2d"):
-        ours = json.loads((repo / f"reports/metrics/train-{model}.json").read_text())["test_loss"]
+        ours = json.loads((repo / layout.train_metrics(model)).read_text())["test_loss"]
         assert f"{ours:.2f}" in text
 
 

@@ -1,6 +1,7 @@
-"""dvc.yaml's code deps are derived from the imports, not kept by hand: for every stage, the
-project files its script imports (transitively, function-level imports included) must be
-exactly the .py deps it declares. And a stage can read only the params it declares."""
+"""dvc.yaml's code deps are derived from the imports, not kept by hand: for every stage as DVC
+resolves it (foreach expanded), the project files its script imports (transitively,
+function-level imports included) and the package's templates they name must be exactly the code
+deps it declares. And a stage can read only the params it declares."""
 
 import ast
 import re
@@ -46,14 +47,25 @@ def imported_files(path: Path) -> set[Path]:
     return found
 
 
+def package_data(path: Path) -> set[Path]:
+    """The package's data files (templates/<name>) a module names in its source."""
+    return {SRC / "templates" / name for name in re.findall(r"\btemplates/([\w.-]+)", path.read_text())}
+
+
 def code_closure(script: Path) -> set[str]:
-    """The script and every project module it reaches, as repository-relative paths."""
+    """The script, every project module it reaches and the templates they name, as
+    repository-relative paths."""
     seen, todo = {script}, [script]
     while todo:
         for dep in imported_files(todo.pop()) - seen:
             seen.add(dep)
             todo.append(dep)
+    seen |= {data for module in list(seen) for data in package_data(module)}
     return {p.relative_to(REPO).as_posix() for p in seen}
+
+
+def is_code(dep: str) -> bool:
+    return dep.endswith(".py") or dep.startswith("src/")
 
 
 def stage_script(cmd: str) -> Path:
@@ -62,19 +74,56 @@ def stage_script(cmd: str) -> Path:
     return REPO / match.group(1)
 
 
-def mismatches(dvc_yaml: dict) -> dict[str, dict[str, set[str]]]:
-    """{stage: {"undeclared": imported but not a dep, "unused": a .py dep it never imports}}."""
+def mismatches(stages: dict) -> dict[str, dict[str, set[str]]]:
+    """{stage: {"undeclared": imported but not a dep, "unused": a code dep it never imports}}."""
     out = {}
-    for name, stage in dvc_yaml["stages"].items():
+    for name, stage in stages.items():
         imported = code_closure(stage_script(stage["cmd"]))
-        declared = {d for d in stage.get("deps", []) if d.endswith(".py")}
+        declared = {d for d in stage.get("deps", []) if is_code(d)}
         if imported != declared:
             out[name] = {"undeclared": imported - declared, "unused": declared - imported}
     return out
 
 
 def spec() -> dict:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())
+    """The stages as DVC resolves them (foreach expanded), by mnist_vae.pipeline."""
+    from mnist_vae import pipeline
+
+    return pipeline.stages(REPO / "dvc.yaml", REPO / "params.yaml")
+
+
+def dvc_resolved() -> dict[str, dict]:
+    """The same, by DVC itself: {address: {"cmd", "deps", "params", "outs"}}."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        out = {}
+        for stage in repo.index.stages:
+            params = sorted(key for dep in stage.deps if hasattr(dep, "params") for key in dep.params)
+            out[stage.addressing] = {
+                "cmd": stage.cmd,
+                "deps": sorted(d.def_path for d in stage.deps if not hasattr(d, "params")),
+                "params": params,
+                "outs": sorted(o.def_path for o in stage.outs),
+            }
+        return out
+
+
+def ours_like_dvc(stages: dict) -> dict[str, dict]:
+    def paths(entries):
+        return sorted(next(iter(e)) if isinstance(e, dict) else e for e in entries or [])
+
+    return {name: {"cmd": s["cmd"], "deps": paths(s.get("deps")), "params": paths(s.get("params")),
+                   "outs": paths([*(s.get("outs") or []), *(s.get("metrics") or []), *(s.get("plots") or [])])}
+            for name, s in stages.items()}
+
+
+def test_our_resolution_of_dvc_yaml_is_dvcs_own():
+    """The stage scripts resolve foreach without importing DVC; they must agree with DVC."""
+    ours = ours_like_dvc(spec())
+    assert list(ours) == list(dvc_resolved())
+    assert ours == dvc_resolved()
+    assert {"train@vae20d", "evaluate@vae20d-b512", "render-gifs@vae2d", "anomaly-kl-stats@vae20d-b512"} <= set(ours)
 
 
 def test_every_stage_declares_exactly_the_code_it_imports():
@@ -83,12 +132,14 @@ def test_every_stage_declares_exactly_the_code_it_imports():
 
 def test_a_removed_or_extra_dep_line_is_caught():
     planted = spec()
-    deps = planted["stages"]["train-20d"]["deps"]
+    deps = planted["train@vae20d"]["deps"]
     deps.remove("src/mnist_vae/step.py")
-    planted["stages"]["evaluate-20d"]["deps"].append("src/mnist_vae/step.py")
+    planted["evaluate@vae20d"]["deps"].append("src/mnist_vae/step.py")
+    planted["report"]["deps"].remove("src/mnist_vae/templates/report.html.j2")
     assert mismatches(planted) == {
-        "train-20d": {"undeclared": {"src/mnist_vae/step.py"}, "unused": set()},
-        "evaluate-20d": {"undeclared": set(), "unused": {"src/mnist_vae/step.py"}},
+        "train@vae20d": {"undeclared": {"src/mnist_vae/step.py"}, "unused": set()},
+        "evaluate@vae20d": {"undeclared": set(), "unused": {"src/mnist_vae/step.py"}},
+        "report": {"undeclared": {"src/mnist_vae/templates/report.html.j2"}, "unused": set()},
     }
 
 
@@ -99,28 +150,30 @@ def test_function_level_imports_count():
 
 
 def rerun_table() -> dict[str, list[str]]:
-    """src module -> the stages that declare it (an edit reruns these, and what their outputs feed)."""
+    """src file -> the stages that declare it (an edit reruns these, and what their outputs
+    feed); per-model stages as their foreach name (train, not train@vae20d)."""
     table: dict[str, list[str]] = {}
-    for name, stage in spec()["stages"].items():
+    for name, stage in spec().items():
         for dep in stage.get("deps", []):
-            if dep.startswith("src/"):
-                table.setdefault(dep, []).append(name)
+            if dep.startswith("src/") and name.split("@")[0] not in table.get(dep, []):
+                table.setdefault(dep, []).append(name.split("@")[0])
     return table
 
 
 def test_readme_rerun_table_is_the_derived_one():
     """The README's table of what an edit to each src module reruns is the one dvc.yaml implies."""
     text = (REPO / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `(src/mnist_vae/\w+\.py)` \| ([^|]+) \|", text, flags=re.M))
+    rows = dict(re.findall(r"^\| `(src/mnist_vae/[\w/.]+)` \| ([^|]+) \|", text, flags=re.M))
     documented = {k: sorted(s.strip(" `") for s in v.split(",")) for k, v in rows.items()}
     assert documented == {k: sorted(v) for k, v in rerun_table().items()}
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("src/mnist_vae/step.py", {"train-20d", "train-2d", "train-20d-b512"}),     # the fast step: only training
-    ("src/mnist_vae/evaluation.py", {"evaluate-20d", "evaluate-2d"}),          # evaluation never retrains
-    ("src/mnist_vae/figures.py", {"render-grids", "anomaly-kl-stats", "anomaly-kl-stats-b512"}),  # what draws
+    ("src/mnist_vae/step.py", {"train"}),                             # the fast step: only training
+    ("src/mnist_vae/evaluation.py", {"evaluate"}),                    # evaluation never retrains
+    ("src/mnist_vae/figures.py", {"render-grids", "anomaly-kl-stats"}),  # what draws
     ("src/mnist_vae/data.py", {"download", "binarize"}),
+    ("src/mnist_vae/templates/report.html.j2", {"report"}),
 ])
 def test_edits_rerun_what_a_reader_expects(module, expected):
     assert set(rerun_table()[module]) == expected
@@ -135,7 +188,7 @@ def test_a_stage_reads_only_declared_params(tmp_path):
     argv = [str(REPO / "stages/evaluate.py"), "vae20d"]
     p = params.load_for_stage(REPO / "params.yaml", REPO / "dvc.yaml", argv)
     assert p.train.device == "auto" and p.evaluate.iwae_k == 1000  # declared: train.device, evaluate
-    with pytest.raises(params.ParamsError, match="stage 'evaluate-20d' reads 'train.lr'.*does not declare"):
+    with pytest.raises(params.ParamsError, match="stage 'evaluate@vae20d' reads 'train.lr'.*does not declare"):
         p.train.lr
     with pytest.raises(params.ParamsError, match="reads 'grids'"):
         p.grids
@@ -147,8 +200,9 @@ def test_declared_params_of_every_stage_exist_in_params_yaml():
     from mnist_vae import params
 
     p = params.load(REPO / "params.yaml")
-    for name in spec()["stages"]:
-        for key in params.declared_params(spec(), name):
+    stages = spec()
+    for name in stages:
+        for key in params.declared_params(stages, name):
             node = p
             for part in key.split("."):
                 node = node[part] if isinstance(node, dict) else getattr(node, part)

@@ -5,8 +5,8 @@ import pytest
 from conftest import REPO
 from mnist_vae import gate
 
-T20 = "reports/metrics/train-vae20d.json:test_loss"
-T2 = "reports/metrics/train-vae2d.json:test_loss"
+T20 = "reports/models/vae20d/train.json:test_loss"
+T2 = "reports/models/vae2d/train.json:test_loss"
 
 
 @pytest.mark.parametrize("committed, new, rule, ok", [
@@ -102,11 +102,11 @@ def test_committed_tolerances_catch_the_required_shifts():
 
 def test_committed_tolerances_compare_run_descriptions_exactly():
     rules = gate.load_rules(REPO / "tolerances.yaml")
-    for metric in ("reports/metrics/train-vae20d.json:epochs", "reports/metrics/eval-vae20d.json:iwae_k",
-                   "reports/metrics/eval-vae2d.json:iwae_images", "reports/metrics/eval-vae2d.json:latent_dim",
-                   "reports/metrics/train-vae2d.json:parameters", "reports/metrics/anomaly.json:model"):
+    for metric in ("reports/models/vae20d/train.json:epochs", "reports/models/vae20d/eval.json:iwae_k",
+                   "reports/models/vae2d/eval.json:iwae_images", "reports/models/vae2d/eval.json:latent_dim",
+                   "reports/models/vae2d/train.json:parameters", "reports/models/vae20d/anomaly.json:model"):
         assert gate.rule_for(metric, rules).get("exact") is True, metric
-    assert gate.rule_for("reports/metrics/train-vae2d.json:train_seconds", rules)["ignore"]
+    assert gate.rule_for("reports/models/vae2d/train.json:train_seconds", rules)["ignore"]
 
 
 def test_report_rules_show_the_metric_and_never_fail():
@@ -114,3 +114,16 @@ def test_report_rules_show_the_metric_and_never_fail():
     rows = gate.compare({"b.json": {"kl": {"old": 1.0, "new": 50.0}}}, rules)
     assert [(r.tolerance, r.ok, r.gated) for r in rows] == [("not measured", True, False)]
     assert gate.failures(rows) == []
+
+
+def test_a_diff_against_a_commit_before_the_move_pairs_old_and_new_paths():
+    diff = {"reports/metrics/train-vae20d.json": {"test_loss": {"old": 87.93, "new": None}},
+            "reports/models/vae20d/train.json": {"test_loss": {"old": None, "new": 87.95}},
+            "reports/metrics/anomaly.json": {"model": {"old": "vae20d", "new": None}},
+            "reports/models/vae20d/anomaly.json": {"model": {"old": None, "new": "vae20d"}}}
+    assert gate.across_the_move(diff) == {
+        "reports/models/vae20d/train.json": {"test_loss": {"old": 87.93, "new": 87.95}},
+        "reports/models/vae20d/anomaly.json": {"model": {"old": "vae20d", "new": "vae20d"}}}
+    rows = gate.compare(gate.across_the_move(diff), gate.load_rules(REPO / "tolerances.yaml"))
+    assert [(r.metric, r.ok) for r in rows] == [("reports/models/vae20d/anomaly.json:model", True),
+                                              ("reports/models/vae20d/train.json:test_loss", True)]

@@ -21,16 +21,28 @@ from PIL import Image
 
 from conftest import (REPO, assert_clean_failure, changed_stages, dvc, mirror_env, ran_stages, run_stage,
                       set_params, sh)
+from mnist_vae import layout
 from mnist_vae.workspace import dvc_exe, git
 
 pytestmark = pytest.mark.slow
 
 BATCHES = math.ceil(1024 / 128)  # one epoch of the fast profile
 FRAMES = 1 + math.ceil(BATCHES / 2)  # one before training, then every 2 batches
-STAGES = {"download", "binarize", "train-20d", "train-2d", "train-20d-b512", "evaluate-20d", "evaluate-2d",
-          "render-grids", "render-gifs", "anomaly-kl-stats", "anomaly-kl-stats-b512", "report"}
-ANOMALY = {"anomaly-kl-stats", "anomaly-kl-stats-b512"}
-TRAIN = {"train-20d", "train-2d", "train-20d-b512"}
+MODELS = ("vae20d", "vae2d", "vae20d-b512")
+PER_MODEL = ("train", "evaluate", "render-grids", "render-gifs")
+
+
+def each(stage: str, models=MODELS) -> set[str]:
+    return {f"{stage}@{m}" for m in models}
+
+
+def of_model(model: str) -> set[str]:
+    return {f"{stage}@{model}" for stage in PER_MODEL}
+
+
+ANOMALY = each("anomaly-kl-stats", ("vae20d", "vae20d-b512"))
+TRAIN, EVALUATE, GRIDS, GIFS = (each(s) for s in PER_MODEL)
+STAGES = {"download", "binarize", "report"} | TRAIN | EVALUATE | GRIDS | GIFS | ANOMALY
 REPORT = ("report.py", *yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]["cmd"].split()[3:])
 
 
@@ -49,15 +61,15 @@ def test_all_stages_ran_and_produced_their_outputs(repo):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == STAGES
     for name, latent, parameters in (("vae20d", 20, 652_824), ("vae2d", 2, 749_988)):
-        m = json.loads((repo / f"reports/metrics/train-{name}.json").read_text())
+        m = json.loads((repo / layout.train_metrics(name)).read_text())
         assert m["epochs"] == 1 and m["device"] == "cpu" and m["parameters"] == parameters
         assert m["test_loss"] == pytest.approx(m["test_bce"] + m["test_kl"])
         # 8 batches: far from the full run's 88 / 140, well below an untrained model's ~784 ln 2 = 543
         assert 100 < m["test_loss"] < 450
-        history = (repo / f"reports/plots/history-{name}.csv").read_text().splitlines()
+        history = (repo / layout.history(name)).read_text().splitlines()
         assert history[0] == "epoch,train_loss,test_loss,test_bce,test_kl" and history[1].startswith("1,")
         assert float(history[1].split(",")[2]) == pytest.approx(m["test_loss"], rel=1e-5)
-        ev = json.loads((repo / f"reports/metrics/eval-{name}.json").read_text())
+        ev = json.loads((repo / layout.eval_metrics(name)).read_text())
         assert (ev["iwae_k"], ev["iwae_images"], ev["latent_dim"]) == (20, 100, latent)
         assert ev["test_iwae_nll"] < ev["test_neg_elbo"]  # the IWAE bound is the tighter one
         with np.load(repo / f"data/evaluation/{name}.npz") as f:
@@ -78,58 +90,58 @@ def test_binarized_data_and_tracking_frames(repo):
         last_manifold = f["manifold"][-1]
     with np.load(repo / "data/tracking/vae20d.npz") as f:
         assert set(f.files) == {"batch", "recon"}  # no manifold frames for a 20-d latent
-    manifold = np.asarray(Image.open(repo / "reports/figures/vae2d-manifold.png"))
+    manifold = np.asarray(Image.open(repo / layout.figure("vae2d", "manifold")))
     assert manifold.shape == (560, 560)
     assert np.array_equal(manifold, last_manifold)  # the final figure is the last tracking frame
-    recon = np.asarray(Image.open(repo / "reports/figures/vae20d-reconstructions.png"))
+    recon = np.asarray(Image.open(repo / layout.figure("vae20d", "reconstructions")))
     assert recon.shape == (56 * 4, 140 * 4)
     top = recon[:28 * 4:4, ::4]
     assert np.array_equal(top, np.hstack([o.reshape(28, 28) * 255 for o in originals]).astype(np.uint8))
-    assert np.asarray(Image.open(repo / "reports/figures/vae20d-prior-samples.png")).shape == (8 * 28, 8 * 28)
-    for name in ("vae20d", "vae2d", "vae20d-b512"):  # every model: a manifold and a scatter, any latent size
-        assert np.asarray(Image.open(repo / f"reports/figures/{name}-manifold.png")).shape == (560, 560)
-        assert Image.open(repo / f"reports/figures/{name}-latent-scatter.png").size == (960, 840)
+    assert np.asarray(Image.open(repo / layout.figure("vae20d", "prior-samples"))).shape == (8 * 28, 8 * 28)
+    for name in MODELS:  # every model: a manifold and a scatter, any latent size
+        assert np.asarray(Image.open(repo / layout.figure(name, "manifold"))).shape == (560, 560)
+        assert Image.open(repo / layout.figure(name, "latent-scatter")).size == (960, 840)
 
 
-@pytest.mark.parametrize("gif, frames, ms, size", [
-    ("vae2d-manifold-all", len(range(0, FRAMES, 5)), 50, (560, 560)),
-    ("vae2d-manifold-early", len(range(0, min(FRAMES, 200), 2)), 100, (560, 560)),
-    ("vae20d-reconstruction-all", len(range(0, FRAMES, 5)), 50, (560, 224)),
-    ("vae20d-reconstruction-early", min(FRAMES, 150), 100, (560, 224)),
-    ("vae2d-reconstruction-early", min(FRAMES, 150), 100, (560, 224)),
+@pytest.mark.parametrize("model, gif, frames, ms, size", [
+    ("vae2d", "manifold-all", len(range(0, FRAMES, 5)), 50, (560, 560)),
+    ("vae2d", "manifold-early", len(range(0, min(FRAMES, 200), 2)), 100, (560, 560)),
+    ("vae20d", "reconstruction-all", len(range(0, FRAMES, 5)), 50, (560, 224)),
+    ("vae20d", "reconstruction-early", min(FRAMES, 150), 100, (560, 224)),
+    ("vae2d", "reconstruction-early", min(FRAMES, 150), 100, (560, 224)),
 ])
-def test_gifs_have_the_params_frame_counts_and_timings(repo, gif, frames, ms, size):
-    with Image.open(repo / f"reports/gifs/{gif}.gif") as im:
+def test_gifs_have_the_params_frame_counts_and_timings(repo, model, gif, frames, ms, size):
+    folder = repo / layout.gifs_dir(model)
+    with Image.open(folder / f"{gif}.gif") as im:
         assert (im.n_frames, im.size, im.info["loop"], im.info["duration"]) == (frames, size, 0, ms)
-    models = (("vae20d", ["reconstruction"]), ("vae2d", ["reconstruction", "manifold"]),
-              ("vae20d-b512", ["reconstruction"]))
-    names = sorted(f"{m}-{kind}-{span}.gif" for m, kinds in models for kind in kinds for span in ("all", "early"))
-    assert sorted(p.name for p in (repo / "reports/gifs").iterdir()) == sorted(names + ["summary.json"])
-    summary = json.loads((repo / "reports/gifs/summary.json").read_text())
+    kinds = ["reconstruction", "manifold"] if model == "vae2d" else ["reconstruction"]  # manifolds: 2-d latents
+    names = sorted(f"{kind}-{span}.gif" for kind in kinds for span in ("all", "early"))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names + ["summary.json"])
+    summary = json.loads((folder / "summary.json").read_text())
     assert sorted(summary) == names
     row = summary[f"{gif}.gif"]
     assert (row["frames"], row["seconds_per_frame"]) == (frames, ms / 1000)
-    assert row["bytes"] == (repo / f"reports/gifs/{gif}.gif").stat().st_size < 5_000_000
+    assert row["bytes"] == (folder / f"{gif}.gif").stat().st_size < 5_000_000
     assert (row["grey_levels"], row["tolerance"]) == (255, 0) and row["worst_psnr_db"] > 55  # small: the first rung
 
 
 def test_notebook_setting_model_trains_with_batch_512(repo):
     import torch
 
-    m = json.loads((repo / "reports/metrics/train-vae20d-b512.json").read_text())
+    m = json.loads((repo / layout.train_metrics("vae20d-b512")).read_text())
     assert (m["epochs"], m["parameters"]) == (1, 652_824)
     ckpt = torch.load(repo / "models/vae20d-b512.pt", weights_only=True)
     assert ckpt["train"]["batch_size"] == 512 and ckpt["config"]["latent_dim"] == 20
     assert torch.load(repo / "models/vae20d.pt", weights_only=True)["train"]["batch_size"] == 128
     with np.load(repo / "data/tracking/vae20d-b512.npz") as f:
         assert f["batch"].tolist() == [0, 2]  # 1024 images in batches of 512: two batches
-    a = json.loads((repo / "reports/metrics/anomaly-vae20d-b512.json").read_text())
+    a = json.loads((repo / layout.anomaly_metrics("vae20d-b512")).read_text())
     assert a["model"] == "vae20d-b512" and a["kl"]["train"]["k"] == 3.0
-    assert (repo / "reports/figures/anomaly-vae20d-b512-kl-histogram.png").exists()
+    assert (repo / layout.anomaly_figure("vae20d-b512", "kl-histogram")).exists()
 
 
 def test_anomaly_metrics(repo):
-    a = json.loads((repo / "reports/metrics/anomaly.json").read_text())
+    a = json.loads((repo / layout.anomaly_metrics("vae20d")).read_text())
     assert a["model"] == "vae20d"
     train = a["kl"]["train"]
     assert train["threshold"] == pytest.approx(train["mean"] + 3 * train["std"])
@@ -137,12 +149,12 @@ def test_anomaly_metrics(repo):
     # even a one-epoch model tells uniform noise from digits, by either score
     assert a["kl"]["noise"]["auroc"] > 0.9 and a["neg_elbo"]["noise"]["auroc"] > 0.99
     assert a["neg_elbo"]["noise"]["detection_rate"] == 1.0
-    with np.load(repo / "data/anomaly/anomaly.npz") as s:
+    with np.load(repo / layout.anomaly_arrays("vae20d")) as s:
         assert s["kl_train"].shape == (1024,) and s["kl_noise"].shape == (500,) and s["kl_fashion"].shape == (10000,)
         assert float(s["kl_noise_image"][0]) == pytest.approx(a["noise_image"]["kl"])
-    roc = (repo / "reports/plots/anomaly-roc-kl-noise.csv").read_text().splitlines()
+    roc = (repo / layout.roc_table("vae20d", "kl", "noise")).read_text().splitlines()
     assert roc[0] == "fpr,tpr" and len(roc) == 1 + 201 and roc[1] == "1,1" and roc[-1] == "0,0"
-    assert Image.open(repo / "reports/figures/anomaly-kl-histogram.png").size == (1080, 600)
+    assert Image.open(repo / layout.anomaly_figure("vae20d", "kl-histogram")).size == (1080, 600)
 
 
 def test_reproduced_pipeline_is_up_to_date_and_a_second_repro_runs_nothing(repo):
@@ -151,17 +163,16 @@ def test_reproduced_pipeline_is_up_to_date_and_a_second_repro_runs_nothing(repo)
 
 
 @pytest.mark.parametrize("edit, changed, downstream", [
-    ({"gifs": {"recon_all.step": 3}}, {"render-gifs"}, {"render-gifs", "report"}),
-    ({"grids": {"prior_samples": 16}}, {"render-grids"}, {"render-grids", "report"}),
+    ({"gifs": {"recon_all.step": 3}}, GIFS, GIFS | {"report"}),
+    ({"grids": {"prior_samples": 16}}, GRIDS, GRIDS | {"report"}),
     ({"anomaly": {"k": 2.5}}, ANOMALY, ANOMALY | {"report"}),
-    ({"evaluate": {"iwae_k": 10}}, {"evaluate-20d", "evaluate-2d"}, {"evaluate-20d", "evaluate-2d", "report"}),
+    ({"evaluate": {"iwae_k": 10}}, EVALUATE, EVALUATE | {"report"}),
     ({"train": {"step": "autograd"}}, TRAIN, STAGES - {"download", "binarize"}),
-    ({"models": {"vae2d.encoder_hidden": [300, 100]}}, {"train-2d", "render-grids", "render-gifs", "report"},
-     {"train-2d", "render-grids", "render-gifs", "evaluate-2d", "report"}),  # never train-20d
+    # one model's entry: its own stages and the page that shows every model, never another model's
+    ({"models": {"vae2d.encoder_hidden": [300, 100]}}, {"train@vae2d", "report"}, of_model("vae2d") | {"report"}),
     ({"data": {"threshold": 0.4}}, {"binarize"}, STAGES - {"download"}),
-    # the notebook-setting model: its own stages and the figures of every model, never the others' stages
-    ({"models": {"vae20d-b512.train.batch_size": 256}}, {"train-20d-b512", "render-grids", "render-gifs", "report"},
-     {"train-20d-b512", "render-grids", "render-gifs", "anomaly-kl-stats-b512", "report"}),
+    ({"models": {"vae20d-b512.train.batch_size": 256}}, {"train@vae20d-b512", "report"},
+     of_model("vae20d-b512") | {"anomaly-kl-stats@vae20d-b512", "report"}),
 ])
 def test_param_edit_invalidates_exactly_its_dependents(work, edit, changed, downstream):
     set_params(work, edit)
@@ -171,11 +182,12 @@ def test_param_edit_invalidates_exactly_its_dependents(work, edit, changed, down
 
 @pytest.mark.parametrize("module, changed", [
     ("src/mnist_vae/step.py", TRAIN),
-    ("src/mnist_vae/evaluation.py", {"evaluate-20d", "evaluate-2d"}),
-    ("src/mnist_vae/figures.py", {"render-grids"} | ANOMALY),
-    ("src/mnist_vae/gifs.py", {"render-gifs"}),
+    ("src/mnist_vae/evaluation.py", EVALUATE),
+    ("src/mnist_vae/figures.py", GRIDS | ANOMALY),
+    ("src/mnist_vae/gifs.py", GIFS),
     ("src/mnist_vae/report.py", {"report"}),
     ("src/mnist_vae/spread.py", {"report"}),
+    ("src/mnist_vae/templates/report.html.j2", {"report"}),
 ])
 def test_code_edit_invalidates_exactly_the_stages_that_import_it(work, module, changed):
     with open(work / module, "a") as fh:
@@ -186,9 +198,9 @@ def test_code_edit_invalidates_exactly_the_stages_that_import_it(work, module, c
 def test_training_is_deterministic(work):
     """Same seed, same machine, same thread count: byte-identical weights and frames, identical
     metrics (timings aside)."""
-    model, frames = work / "models/vae20d.pt", work / "data/tracking/vae20d.npz"
+    model, frames = work / layout.checkpoint("vae20d"), work / layout.tracking_frames("vae20d")
     before, frames_before = model.read_bytes(), frames.read_bytes()
-    metrics_path = work / "reports/metrics/train-vae20d.json"
+    metrics_path = work / layout.train_metrics("vae20d")
     metrics_text = metrics_path.read_text()
     run = run_stage("train.py", "vae20d", cwd=work)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -227,7 +239,7 @@ def test_ctrl_c_during_training_says_so_once_and_keeps_the_old_outputs(work):
     assert "interrupted: no partial output was kept" in rest
     assert "Traceback" not in rest and "Exception ignored" not in rest, rest[-2000:]
     assert (work / "models/vae20d.pt").read_bytes() == before
-    assert [p.name for d in ("models", "data/tracking", "reports/metrics") for p in (work / d).iterdir()
+    assert [p.name for d in ("models", "data/tracking", layout.model_dir("vae20d")) for p in (work / d).iterdir()
             if p.name.endswith(".tmp")] == []
 
 
@@ -235,7 +247,7 @@ def test_killed_repro_recovers_with_a_plain_repro(work):
     """DVC removes a stage's outputs before running it; a killed run leaves none (and no temp
     files: the write itself under a signal is tests/test_artifacts.py's), and `dvc repro` recovers."""
     set_params(work, {"train": {"epochs": 50}})
-    proc = subprocess.Popen([dvc_exe(), "repro", "train-20d"], cwd=work, env=mirror_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([dvc_exe(), "repro", "train@vae20d"], cwd=work, env=mirror_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen, deadline = "", time.time() + 120
     while time.time() < deadline:
@@ -255,18 +267,18 @@ def test_killed_repro_recovers_with_a_plain_repro(work):
 
 @pytest.mark.parametrize("damage, stage, needles", [
     ("truncate:models/vae20d.pt", ("evaluate.py", "vae20d"),
-     ["models/vae20d.pt: not a readable checkpoint", "dvc repro -f -s train-20d"]),
+     ["models/vae20d.pt: not a readable checkpoint", "dvc repro -f -s train@vae20d"]),
     ("garbage:data/binarized/mnist.npz", ("train.py", "vae20d"),
      ["data/binarized/mnist.npz: not a readable .npz file", "dvc checkout data/binarized/mnist.npz"]),
-    ("wrong-arrays:data/binarized/mnist.npz", ("render_grids.py",),
+    ("wrong-arrays:data/binarized/mnist.npz", ("render_grids.py", "vae2d"),
      ["data/binarized/mnist.npz: has no array 'test_x'", "dvc repro -f -s binarize"]),
-    ("wrong-arrays:data/tracking/vae2d.npz", ("render_gifs.py",),
-     ["data/tracking/vae2d.npz: has no array 'recon'", "dvc repro -f -s train-2d"]),
+    ("wrong-arrays:data/tracking/vae2d.npz", ("render_gifs.py", "vae2d"),
+     ["data/tracking/vae2d.npz: has no array 'recon'", "dvc repro -f -s train@vae2d"]),
     ("truncate:models/vae20d.pt", ("anomaly_kl_stats.py", "vae20d"), ["models/vae20d.pt: not a readable checkpoint"]),
-    ("json:reports/gifs/summary.json", REPORT,
-     ["reports/gifs/summary.json: not valid JSON", "dvc repro -f -s render-gifs"]),
-    ("csv:reports/plots/history-vae2d.csv", REPORT,
-     ["reports/plots/history-vae2d.csv: has no column 'epoch'", "dvc repro -f -s train-2d"]),
+    ("json:reports/models/vae2d/gifs/summary.json", REPORT,
+     ["reports/models/vae2d/gifs/summary.json: not valid JSON", "dvc repro -f -s render-gifs@vae2d"]),
+    ("csv:reports/models/vae2d/history.csv", REPORT,
+     ["reports/models/vae2d/history.csv: has no column 'epoch'", "dvc repro -f -s train@vae2d"]),
 ])
 def test_a_damaged_artifact_gives_one_line_and_repro_recovers(work, damage, stage, needles):
     kind, path = damage.split(":")
@@ -313,7 +325,7 @@ def test_dvc_push_pull_round_trip(work, tmp_path):
 
 def test_gate_fails_with_table_when_a_committed_metric_differs(work):
     """A committed 20-d test_loss 2 nats off the reproduced one: the gate fails with the table."""
-    path = work / "reports/metrics/train-vae20d.json"
+    path = work / layout.train_metrics("vae20d")
     real = path.read_text()
     ok = sh([sys.executable, "tools/repro_check.py", "--compare-only"], work)
     assert "repro-check: OK" in ok.stdout
@@ -325,15 +337,15 @@ def test_gate_fails_with_table_when_a_committed_metric_differs(work):
     proc = sh([sys.executable, "tools/repro_check.py", "--compare-only"], work, check=False)
     assert proc.returncode != 0
     drift = [line for line in proc.stdout.splitlines() if line.endswith("DRIFT")]
-    assert len(drift) == 1 and drift[0].split()[0] == "reports/metrics/train-vae20d.json:test_loss"
+    assert len(drift) == 1 and drift[0].split()[0] == f"{layout.train_metrics('vae20d')}:test_loss"
     assert drift[0].split()[1:4] == [f"{edited['test_loss']:.6g}", f"{json.loads(real)['test_loss']:.6g}", "abs"]
     assert "drifted beyond tolerance" in proc.stderr
 
 
 def test_dvc_exp_run_with_a_set_param_reruns_only_what_depends_on_it(work):
     proc = dvc("exp", "run", "-S", "gifs.recon_all.step=3", cwd=work)
-    assert ran_stages(proc.stdout + proc.stderr) == {"render-gifs", "report"}  # the page shows the GIFs
-    with Image.open(work / "reports/gifs/vae20d-reconstruction-all.gif") as im:
+    assert ran_stages(proc.stdout + proc.stderr) == GIFS | {"report"}  # the page shows the GIFs
+    with Image.open(work / layout.gifs_dir("vae20d") / "reconstruction-all.gif") as im:
         assert im.n_frames == len(range(0, FRAMES, 3))
     assert "gifs.recon_all.step" in dvc("exp", "show", "--csv", cwd=work).stdout
 
@@ -353,21 +365,60 @@ def test_every_dvc_command_in_the_readme_runs_as_written(work):
         assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
 
 
-def test_report_shows_exactly_the_images_it_declares(repo):
+def page_images(repo: Path) -> set[str]:
     from mnist_vae.report import linked_files
 
+    return {f"reports/{path}" for path in linked_files((repo / "reports/index.html").read_text())}
+
+
+def model_images(repo: Path, models) -> set[str]:
+    return {p.relative_to(repo).as_posix() for m in models for p in (repo / layout.model_dir(m)).rglob("*")
+            if p.suffix in (".png", ".gif")}
+
+
+def test_report_shows_exactly_the_images_it_declares(repo):
     html = (repo / "reports/index.html").read_text()
-    linked = {f"reports/{path}" for path in linked_files(html)}
     stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["report"]
     outs = set(stage["outs"])
-    declared = set()
-    for dep in stage["deps"]:
-        if (repo / dep).is_dir():
-            declared |= {f"{dep}/{p.name}" for p in (repo / dep).iterdir() if p.suffix == ".gif"}
-        elif dep.endswith((".png", ".gif")):
-            declared.add(dep)
-    assert linked - outs == declared  # every image shown is a dep, every image dep is shown
+    assert layout.MODELS_REPORTS in stage["deps"]
+    linked = page_images(repo)
+    # every image shown is the report's own or one of a model's, and every model image is shown
+    assert linked - outs == model_images(repo, MODELS)
     assert outs - {"reports/index.html"} <= linked
     assert len([p for p in linked if p.endswith(".gif")]) == 8
+    for model in MODELS:
+        assert f'<section class="model" id="model-{model}">' in html
     for number in ("87.65", "140.24", "27.57", "4.38"):  # the reference's, beside ours
         assert f'<td class="n">{number}</td>' in html
+
+
+def test_a_model_is_one_params_entry_and_removing_it_leaves_nothing_behind(work):
+    """Adding a model to params.yaml, and nothing else, trains, evaluates and draws it and gives
+    it a section of the page; no other model's stages rerun. Removing it again cleans up."""
+    entry = {"latent_dim": 10, "encoder_hidden": [64], "decoder_hidden": None}
+    path = work / "params.yaml"
+    original = path.read_text()
+    raw = yaml.safe_load(original)
+    raw["models"]["vae10d"] = entry
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert changed_stages(work) == of_model("vae10d") | {"report"}
+    ran = ran_stages(dvc("repro", cwd=work).stdout)
+    assert ran == of_model("vae10d") | {"report"}
+    m = json.loads((work / layout.train_metrics("vae10d")).read_text())
+    assert m["epochs"] == 1 and 100 < m["test_loss"] < 543
+    assert json.loads((work / layout.eval_metrics("vae10d")).read_text())["latent_dim"] == 10
+    html = (work / "reports/index.html").read_text()
+    assert '<section class="model" id="model-vae10d">' in html
+    new_images = model_images(work, ["vae10d"])
+    assert len(new_images) == 4 + 2 and new_images <= page_images(work)  # 4 figures, 2 reconstruction GIFs
+    for image in page_images(work):
+        with Image.open(work / image) as im:
+            im.verify()  # every image on the page is there and decodes
+    assert changed_stages(work) == set()
+
+    path.write_text(original)
+    assert changed_stages(work) == {"report"}  # the page: no other stage reads the list of models
+    dvc("repro", cwd=work)
+    assert changed_stages(work) == set()
+    html = (work / "reports/index.html").read_text()
+    assert "vae10d" not in html and not any("vae10d" in p for p in page_images(work))

@@ -56,13 +56,18 @@ def test_reference_rows_mark_a_reference_outside_our_spread():
     assert "not in the study" in html
 
 
+def section(name="m", **overrides):
+    evaluation = {"latent_dim": 2, "test_neg_elbo": 140.0, "test_iwae_nll": 137.0, "iwae_k": 1000, "iwae_gap": 3.0,
+                  "active_units": 2}
+    return dict(dict(name=name, description="a 2-d model.", evaluation=evaluation, figures=report.model_figures(name),
+                     gifs=[], anomaly_rows=[], anomaly_figures=[]), **overrides)
+
+
 def page_context(**overrides):
     context = dict(
-        models=["m"], study={"n_seeds": 8, "machine": "a CPU"}, within_std=2, reference_rows=[],
-        learning_curves="figures/report-learning-curves.png", epoch_rows=[], evaluation_by_model=[],
-        model_figures=[("m", report.model_figures("m"))], gifs=[], anomaly_rows=[],
-        roc_curves="figures/report-roc-curves.png", anomaly_figures=[("anomaly", report.anomaly_figures("anomaly"))],
-        benchmarks=[])
+        sections=[section()], study={"n_seeds": 8, "machine": "a CPU"}, within_std=2, reference_rows=[],
+        learning_curves="figures/report-learning-curves.png", epoch_rows=[],
+        roc_curves="figures/report-roc-curves.png", benchmarks=[])
     context.update(overrides)
     return context
 
@@ -70,17 +75,43 @@ def page_context(**overrides):
 def test_page_links_exactly_its_figures_and_escapes_text():
     rows = [{"label": "<b>loss</b> & co", "reference": 1.0, "ours": 1.0, "mean": None, "std": None, "n": None,
              "z": None, "within": None}]
-    gif = {"name": "m-manifold-all.gif", "path": "gifs/m-manifold-all.gif", "bytes": 4_500_000, "frames": 94,
+    gif = {"bytes": 4_500_000, "frames": 94,
            "seconds_per_frame": 0.05, "grey_levels": 23, "tolerance": 9, "worst_psnr_db": 37.7}
-    html = report.page(**page_context(reference_rows=rows, gifs=[gif]))
+    studied = section("a", gifs=report.gif_rows("a", {"manifold-all.gif": gif}),
+                      anomaly_figures=report.anomaly_figures("a"))
+    html = report.page(**page_context(reference_rows=rows, sections=[section("m"), studied]))
     assert "&lt;b&gt;loss&lt;/b&gt; &amp; co" in html and "<b>loss" not in html
     assert report.linked_files(html) == [
         "figures/report-learning-curves.png",
-        "figures/m-manifold.png", "figures/m-latent-scatter.png", "figures/m-reconstructions.png",
-        "figures/m-prior-samples.png", "gifs/m-manifold-all.gif", "figures/report-roc-curves.png",
-        "figures/anomaly-kl-histogram.png", "figures/anomaly-noise-image.png"]
+        "models/m/manifold.png", "models/m/latent-scatter.png", "models/m/reconstructions.png",
+        "models/m/prior-samples.png",
+        "models/a/manifold.png", "models/a/latent-scatter.png", "models/a/reconstructions.png",
+        "models/a/prior-samples.png", "models/a/gifs/manifold-all.gif",
+        "models/a/anomaly-kl-histogram.png", "models/a/anomaly-noise-image.png",
+        "figures/report-roc-curves.png"]
     assert "<td class=\"n\">4.50</td>" in html and "37.7" in html
+    assert html.count('<section class="model"') == 2 and 'id="model-a"' in html
     assert "http" not in html.replace("http-equiv", "")  # nothing on the page points at the network
+
+
+def test_page_without_an_anomaly_study_shows_no_roc_curves():
+    html = report.page(**page_context(roc_curves=None))
+    assert "report-roc-curves.png" not in html and "No model is listed under" in html
+
+
+def test_model_figure_stems_are_the_layouts():
+    from mnist_vae import layout
+
+    assert tuple(stem for stem, _, _ in report.MODEL_FIGURES) == layout.MODEL_FIGURES
+    assert tuple(stem for stem, _, _ in report.ANOMALY_FIGURES) == layout.ANOMALY_FIGURES
+
+
+def test_describe_model_names_its_overrides():
+    from conftest import params_with
+
+    p = params_with()
+    assert report.describe_model(p.models["vae2d"]) == "2-d latent; encoder hidden layers [400, 150], decoder [150, 400]."
+    assert report.describe_model(p.models["vae20d-b512"]).endswith("; trained with batch_size 512.")
 
 
 def test_markdown_tables_become_html_tables_and_raw_html_is_escaped():

@@ -19,14 +19,14 @@ def test_flatten_names_metrics_as_dvc_metrics_diff_does():
 
 
 @pytest.mark.parametrize("metric, kind", [
-    ("reports/metrics/train-vae20d.json:train_seconds", "ignored"),
-    ("reports/metrics/train-vae20d.json:device", "ignored"),
-    ("reports/metrics/train-vae20d.json:epochs", "exact"),
-    ("reports/metrics/anomaly.json:kl.train.k", "exact"),
-    ("reports/metrics/anomaly.json:model", "exact"),
-    ("reports/metrics/eval-vae2d.json:iwae_images", "exact"),
-    ("reports/metrics/train-vae20d.json:test_loss", "measured"),
-    ("reports/metrics/anomaly.json:kl.train.mean", "measured"),
+    ("reports/models/vae20d/train.json:train_seconds", "ignored"),
+    ("reports/models/vae20d/train.json:device", "ignored"),
+    ("reports/models/vae20d/train.json:epochs", "exact"),
+    ("reports/models/vae20d/anomaly.json:kl.train.k", "exact"),
+    ("reports/models/vae20d/anomaly.json:model", "exact"),
+    ("reports/models/vae2d/eval.json:iwae_images", "exact"),
+    ("reports/models/vae20d/train.json:test_loss", "measured"),
+    ("reports/models/vae20d/anomaly.json:kl.train.mean", "measured"),
 ])
 def test_metric_kinds(metric, kind):
     assert spread.kind(metric) == kind

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from mnist_vae import spread
+from mnist_vae import layout, spread
 from mnist_vae.workspace import cpu_name, dvc_exe, tool_env
 
 DVC = dvc_exe()
@@ -122,12 +122,16 @@ def experiments() -> list[dict]:
 
 
 def committed_metrics(rev: str) -> dict:
+    """The metrics committed at `rev`, under today's paths: commits from before the move to
+    reports/models/<model>/ kept them in reports/metrics/ (layout.legacy_metrics_path)."""
     files = {}
-    listing = subprocess.run(["git", "ls-tree", "--name-only", rev, "reports/metrics/"], capture_output=True,
-                             text=True, check=True).stdout.split()
+    listing = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "reports/metrics/", layout.MODELS_REPORTS],
+                             capture_output=True, text=True, check=True).stdout.split()
     for path in listing:
+        if not path.endswith(".json") or path.endswith("/summary.json"):
+            continue
         text = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=True).stdout
-        files[path] = json.loads(text)
+        files[layout.legacy_metrics_path(path)] = json.loads(text)
     return spread.flat_metrics(files)
 
 
@@ -179,7 +183,8 @@ REGRESSIONS = {
                                                 "kl = 0.9 * kl_divergence(mu, logvar).sum()")),
 }
 # Shifts added to the default run's metrics that the gate must catch (issue: 1 nat / 3 nats).
-SHIFTS = {"reports/metrics/train-vae20d.json:test_loss": 1.0, "reports/metrics/train-vae2d.json:test_loss": 3.0}
+T20, T2 = layout.train_metrics("vae20d") + ":test_loss", layout.train_metrics("vae2d") + ":test_loss"
+SHIFTS = {T20: 1.0, T2: 3.0}
 
 
 def queue_power() -> None:
@@ -213,7 +218,7 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
     for metric, shift in SHIFTS.items():
         shifted = dict(base)
         shifted[metric] = base[metric] + shift
-        cases[f"{metric.split('/')[-1]} + {shift:g}"] = shifted
+        cases[f"{metric.removeprefix(layout.MODELS_REPORTS + '/')} + {shift:g}"] = shifted
     results = {}
     for name, metrics in cases.items():
         if metrics is None:
@@ -225,8 +230,7 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
         results[name] = {"ran": True, "caught": bool(bad), "failing_metrics": len(bad),
                          "largest_drifts": [{"metric": r.metric, "committed": r.committed, "new": r.new,
                                              "drift_in_sigma": r.in_spread} for r in worst],
-                         "test_loss_20d": metrics.get("reports/metrics/train-vae20d.json:test_loss"),
-                         "test_loss_2d": metrics.get("reports/metrics/train-vae2d.json:test_loss")}
+                         "test_loss_20d": metrics.get(T20), "test_loss_2d": metrics.get(T2)}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "power.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     lines = ["| regression | caught | gated metrics failing | 20-d test loss | 2-d test loss | largest drift (in sigma_diff) |",
@@ -239,8 +243,7 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
         lines.append(f"| {name} | {'yes' if r['caught'] else '**no**'} | {r['failing_metrics']} | "
                      f"{r['test_loss_20d']:.2f} | {r['test_loss_2d']:.2f} | "
                      + (f"`{top['metric']}` {top['drift_in_sigma']:.1f}" if top else "-") + " |")
-    lines.insert(0, f"Default run: 20-d test loss {base['reports/metrics/train-vae20d.json:test_loss']:.2f}, "
-                    f"2-d {base['reports/metrics/train-vae2d.json:test_loss']:.2f}; tolerances from {tolerances}.\n")
+    lines.insert(0, f"Default run: 20-d test loss {base[T20]:.2f}, 2-d {base[T2]:.2f}; tolerances from {tolerances}.\n")
     (OUT / "power.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -249,7 +252,7 @@ def write_results(doc: dict) -> None:
     """reports/spread/results.md: the reference's numbers beside ours (the README's results table)."""
     reference = yaml.safe_load(Path("reference.yaml").read_text())["numbers"]
     committed = {}
-    for path in Path("reports/metrics").glob("*.json"):
+    for path in sorted(Path(layout.MODELS_REPORTS).glob("*/*.json")):
         committed.update(spread.flat_metrics({path.as_posix(): json.loads(path.read_text())}))
     (OUT / "results.md").write_text(spread.results_table(reference, doc["metrics"], committed))
 

@@ -108,10 +108,12 @@ def write_figure(path: str | Path, fig, **kwargs) -> None:
 
 
 def producing_stage(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str | None:
-    """The dvc.yaml stage that writes `path` (an out, or a file inside an out directory)."""
+    """The resolved dvc.yaml stage that writes `path` (an out, or a file inside an out directory)."""
+    from . import pipeline
+
     try:
-        stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages") or {}
-    except (OSError, yaml.YAMLError):
+        stages = pipeline.stages(dvc_yaml, Path(dvc_yaml).with_name("params.yaml"))
+    except (OSError, yaml.YAMLError, pipeline.TemplateError):
         return None
     target = Path(path).as_posix()
     for name, stage in stages.items():

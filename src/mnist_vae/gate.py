@@ -132,6 +132,24 @@ def diff_of(committed: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[st
     return out
 
 
+def across_the_move(diff: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """A `dvc metrics diff` against a commit from before the metrics moved to
+    reports/models/<model>/ lists every file twice: the old path with only old values, the new
+    path with only new ones. This pairs them again under the new path."""
+    from .layout import legacy_metrics_path
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for path, metrics in diff.items():
+        target = out.setdefault(legacy_metrics_path(path), {})
+        for key, values in metrics.items():
+            merged = target.setdefault(key, {})
+            for side in ("old", "new"):
+                if values.get(side) is not None:
+                    merged[side] = values[side]
+    return {path: {key: {"old": v.get("old"), "new": v.get("new")} for key, v in metrics.items()}
+            for path, metrics in out.items()}
+
+
 def failures(rows: list[Row]) -> list[Row]:
     return [r for r in rows if r.gated and not r.ok]
 

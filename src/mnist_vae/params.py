@@ -9,6 +9,7 @@ other key raises at once, so a stage cannot depend on a param DVC does not know 
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -139,6 +140,7 @@ class GifsParams(_Section):
 
 
 class AnomalyParams(_Section):
+    models: list[str]  # the models the anomaly study runs on (anomaly-kl-stats@<model>)
     k: float = Field(gt=0)
     seed: NonNegInt
     noise_images: PosInt
@@ -155,6 +157,16 @@ class Params(_Section):
     grids: GridsParams
     gifs: GifsParams
     anomaly: AnomalyParams
+
+    @model_validator(mode="after")
+    def _studied_models_exist(self) -> "Params":
+        for i, name in enumerate(self.anomaly.models):
+            if name not in self.models:
+                raise ValueError(f"anomaly.models: entry {i} names '{name}', which is not a model under `models` "
+                                 f"(known: {', '.join(self.models)})")
+        if len(set(self.anomaly.models)) != len(self.anomaly.models):
+            raise ValueError("anomaly.models: lists a model twice")
+        return self
 
     def model(self, name: str) -> ModelParams:
         if name not in self.models:
@@ -261,11 +273,12 @@ class StageView:
         raise AttributeError("params are read-only")
 
 
-def stage_for_command(dvc_yaml: dict[str, Any], argv: list[str]) -> str | None:
-    """The dvc.yaml stage whose cmd runs this script with these positional arguments."""
+def stage_for_command(stages: dict[str, Any], argv: list[str]) -> str | None:
+    """The resolved stage (mnist_vae.pipeline) whose cmd runs this script with these positional
+    arguments."""
     script = Path(argv[0]).resolve()
     args = [a for a in argv[1:] if not a.startswith("-")]
-    for name, stage in (dvc_yaml.get("stages") or {}).items():
+    for name, stage in stages.items():
         tokens = [t for t in shlex.split(stage.get("cmd", "")) if "=" not in t or t.startswith("-")]
         if "python" not in tokens:
             continue
@@ -275,8 +288,9 @@ def stage_for_command(dvc_yaml: dict[str, Any], argv: list[str]) -> str | None:
     return None
 
 
-def declared_params(dvc_yaml: dict[str, Any], stage: str) -> set[str]:
-    entries = dvc_yaml["stages"][stage].get("params") or []
+def declared_params(stages: dict[str, Any], stage: str) -> set[str]:
+    """A resolved stage's params entries: sections ("train") and dotted keys ("train.device")."""
+    entries = stages[stage].get("params") or []
     out = set()
     for entry in entries:
         if isinstance(entry, dict):  # {file: [keys]}
@@ -291,15 +305,23 @@ def load_for_stage(path: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc
                    argv: list[str] | None = None) -> Params | StageView:
     """Validate the whole file, then give the running stage only what dvc.yaml declares for it.
 
-    The stage is found by matching this process's command line against the stages' cmds; a
-    script run by hand with other arguments (tests, debugging) gets the whole params.
+    The stage is the one DVC names in $DVC_STAGE when it runs the command, else the one whose
+    resolved cmd matches this process's command line (a stage script run by hand, same script,
+    same model argument); a script run by hand with other arguments (tests, debugging) gets the
+    whole params.
     """
+    from . import pipeline
+
     params = load(path)
-    try:
-        spec = yaml.safe_load(Path(dvc_yaml).read_text())
-    except FileNotFoundError:
+    if not Path(dvc_yaml).exists():
         return params
-    stage = stage_for_command(spec, argv if argv is not None else sys.argv)
+    try:
+        stages = pipeline.stages(dvc_yaml, path)
+    except (yaml.YAMLError, pipeline.TemplateError) as exc:
+        raise ParamsError(f"params: cannot resolve the stages of {dvc_yaml}: {' '.join(str(exc).split())}") from None
+    stage = os.environ.get("DVC_STAGE") if argv is None else None
+    if stage not in stages:
+        stage = stage_for_command(stages, argv if argv is not None else sys.argv)
     if stage is None:
         return params
-    return StageView(params, declared_params(spec, stage), stage)
+    return StageView(params, declared_params(stages, stage), stage)

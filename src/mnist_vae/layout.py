@@ -1,0 +1,85 @@
+"""Where every per-model artifact lives. One model's outputs share one folder,
+reports/models/<model>/, so a stage that shows every model (the report) depends on that folder
+rather than on a hand-kept list of files, and adding a model to params.yaml is the whole change.
+
+Large arrays and checkpoints stay under models/ and data/ (DVC-cached, never in git); metrics
+and the small CSV tables in reports/models/<model>/ are kept in git (cache: false in dvc.yaml).
+"""
+
+from __future__ import annotations
+
+MODELS_REPORTS = "reports/models"
+
+# render-grids' figures of one model: file stem (reports/models/<model>/<stem>.png)
+MODEL_FIGURES = ("manifold", "latent-scatter", "reconstructions", "prior-samples")
+# anomaly-kl-stats' figures of one model: reports/models/<model>/anomaly-<stem>.png
+ANOMALY_FIGURES = ("kl-histogram", "noise-image")
+SCORES = ("kl", "neg_elbo")
+OUTLIER_SETS = ("noise", "fashion")
+
+
+def checkpoint(model: str) -> str:
+    return f"models/{model}.pt"
+
+
+def tracking_frames(model: str) -> str:
+    return f"data/tracking/{model}.npz"
+
+
+def evaluation_arrays(model: str) -> str:
+    return f"data/evaluation/{model}.npz"
+
+
+def anomaly_arrays(model: str) -> str:
+    return f"data/anomaly/{model}.npz"
+
+
+def model_dir(model: str) -> str:
+    return f"{MODELS_REPORTS}/{model}"
+
+
+def train_metrics(model: str) -> str:
+    return f"{model_dir(model)}/train.json"
+
+
+def history(model: str) -> str:
+    return f"{model_dir(model)}/history.csv"
+
+
+def eval_metrics(model: str) -> str:
+    return f"{model_dir(model)}/eval.json"
+
+
+def figure(model: str, stem: str) -> str:
+    return f"{model_dir(model)}/{stem}.png"
+
+
+def gifs_dir(model: str) -> str:
+    return f"{model_dir(model)}/gifs"
+
+
+def anomaly_metrics(model: str) -> str:
+    return f"{model_dir(model)}/anomaly.json"
+
+
+def anomaly_figure(model: str, stem: str) -> str:
+    return f"{model_dir(model)}/anomaly-{stem}.png"
+
+
+def roc_table(model: str, score: str, outliers: str) -> str:
+    return f"{model_dir(model)}/roc-{score}-{outliers}.csv"
+
+
+# The metrics files before they moved into reports/models/<model>/ (commits up to the move):
+# old path -> new path, for reading an old commit's metrics or the spread study's records.
+def legacy_metrics_path(path: str) -> str:
+    prefix = "reports/metrics/"
+    if not path.startswith(prefix):
+        return path
+    name = path[len(prefix):].removesuffix(".json")
+    if name == "anomaly":
+        return anomaly_metrics("vae20d")
+    for kind, new in (("train-", train_metrics), ("eval-", eval_metrics), ("anomaly-", anomaly_metrics)):
+        if name.startswith(kind):
+            return new(name[len(kind):])
+    return path
