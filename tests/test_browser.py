@@ -119,7 +119,8 @@ def test_dvc_plots_draw_offline(repo, offline, tmp_path, command):
     page = offline.open(html)
     marks = page.evaluate(MARKS)
     offline.screenshot(f"dvc-plots-{command[0]}")
-    assert len(marks) == 2 and all(n > 0 for n in marks), marks  # learning curves, ROC curves
+    # a learning curve per model (3), a ROC curve per score and outlier set of each anomaly study (2 x 4)
+    assert len(marks) == 3 + 2 * 4 and all(n > 0 for n in marks), marks
     assert offline.network == [] and offline.errors == []
 
 
