@@ -1,6 +1,5 @@
 # One-command entry points. Everything installs into .venv from the pinned requirements.txt.
-#   make repro   set up, then run the whole DVC pipeline on the default params
-#   make test    set up, then run the test suite
+# `make help` lists every target; the README's two commands are `make repro` and `make test`.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,9 +8,13 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test bench repro-check spread tolerances power clean-venv
+.PHONY: help setup repro test bench repro-check spread tolerances power clean-venv
+.DEFAULT_GOAL := help
 
-setup: $(STAMP) .dvc/plots-offline.html
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
+
+setup: $(STAMP) .dvc/plots-offline.html ## create .venv and install the pinned dependencies and this package
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,31 +27,29 @@ $(STAMP): requirements.txt pyproject.toml
 .dvc/plots-offline.html: $(STAMP) tools/plots_template.py
 	$(BIN)/python tools/plots_template.py --out $@
 
-repro: setup
+repro: setup ## set up, then run the whole DVC pipeline on the default params (dvc repro)
 	$(BIN)/dvc repro
 
-test: setup
+test: setup ## set up, then run the test suite (unit tests and the real pipeline on a fast profile)
 	$(BIN)/python -m pytest
 
-bench: setup
+bench: setup ## the speed benchmark: training and evaluation against their baselines (reports/benchmark.*)
 	$(BIN)/python benchmarks/train_speed.py
 
-repro-check: setup
+repro-check: setup ## the reproduction gate: dvc repro --force, then the metrics against tolerances.yaml
 	$(BIN)/python tools/repro_check.py
 
 # The spread study (about an hour on 2 cores; its output is committed, not run by CI):
 # seed experiments through DVC's queue, one job at a time (JOBS=1 suits 2 cores).
 JOBS ?= 1
-spread: setup
+spread: setup ## the spread study: seed and float-order experiments -> reports/spread/ (about an hour)
 	$(BIN)/python tools/spread.py all --jobs $(JOBS)
 
-# tolerances.yaml from the committed study
-tolerances: setup
+tolerances: setup ## tolerances.yaml from the committed spread study
 	$(BIN)/python tools/derive_tolerances.py
 
-# deliberate regressions against the gate (README, power table)
-power: setup
+power: setup ## deliberate regressions judged by the gate -> reports/spread/power.*
 	$(BIN)/python tools/spread.py power --jobs $(JOBS)
 
-clean-venv:
+clean-venv: ## remove .venv (the next target reinstalls it)
 	rm -rf $(VENV)

@@ -1,5 +1,5 @@
 """Stage evaluate@<model>: IWAE log-likelihood and active units of a trained model, written to
-reports/models/<model>/eval.json, with the per-image IWAE NLL and the per-dimension variance of
+reports/models/<model>/eval.json (its time in timings-evaluate.json), with the per-image IWAE NLL and the per-dimension variance of
 the encoder means in data/evaluation/<model>.npz."""
 
 import argparse
@@ -24,6 +24,7 @@ def main() -> None:
     result = evaluate_model(model, test_x, p.evaluate, p.train.eval_batch_size)
     artifacts.write_npz(layout.evaluation_arrays(args.model), **result["arrays"])
     artifacts.write_json(layout.eval_metrics(args.model), result["metrics"])
+    artifacts.write_json(layout.timings(args.model, "evaluate"), result["timings"])
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def main() -> None:
     from mnist_vae import report, spread  # matplotlib, jinja2: only once the params are known good
 
     root = Path(args.out).parent
-    reference = artifacts.read_yaml(args.reference)
+    reference = spread.check_reference(artifacts.read_yaml(args.reference), args.reference)
     study = artifacts.read_json(args.spread)
     metrics_files = ([layout.train_metrics(m) for m in models] + [layout.eval_metrics(m) for m in models]
                      + [layout.anomaly_metrics(m) for m in studies])
@@ -45,6 +45,9 @@ def main() -> None:
     sections = [dict(
         name=m,
         description=report.describe_model(p.models[m]),
+        timings=report.timing_note(artifacts.read_json(layout.timings(m, "train")),
+                                   artifacts.read_json(layout.timings(m, "evaluate")),
+                                   metrics[layout.train_metrics(m)].get("device", "")),
         evaluation=metrics[layout.eval_metrics(m)],
         figures=report.model_figures(m),
         gifs=report.gif_rows(m, artifacts.read_json(f"{layout.gifs_dir(m)}/summary.json")),

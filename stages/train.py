@@ -1,8 +1,8 @@
 """Stage train@<model>: train one model (its name under `models` in params.yaml).
 
-Writes models/<model>.pt (config + weights), reports/models/<model>/train.json,
-reports/models/<model>/history.csv and data/tracking/<model>.npz (training frames; empty when
-tracking.enabled is false).
+Writes models/<model>.pt (config + weights), reports/models/<model>/train.json (metrics),
+reports/models/<model>/history.csv, reports/models/<model>/timings-train.json and
+data/tracking/<model>.npz (training frames; empty when tracking.enabled is false).
 """
 
 import argparse
@@ -27,6 +27,7 @@ def main() -> None:
     artifacts.write_npz(layout.tracking_frames(args.model), **(out["frames"] or {}))
     artifacts.write_csv(layout.history(args.model), pd.DataFrame(out["history"]).drop(columns="seconds"))
     artifacts.write_json(layout.train_metrics(args.model), out["metrics"])
+    artifacts.write_json(layout.timings(args.model, "train"), out["timings"])
     artifacts.write_torch(layout.checkpoint(args.model), checkpoint(out["model"], train=arch.training(p.train).model_dump()))
 
 

@@ -348,6 +348,52 @@ def test_dvc_exp_run_with_a_set_param_reruns_only_what_depends_on_it(work):
     with Image.open(work / layout.gifs_dir("vae20d") / "reconstruction-all.gif") as im:
         assert im.n_frames == len(range(0, FRAMES, 3))
     assert "gifs.recon_all.step" in dvc("exp", "show", "--csv", cwd=work).stdout
+    # no result changed, so no metric column differs: timings are not metrics
+    header = dvc("exp", "show", "--only-changed", "--csv", cwd=work).stdout.splitlines()[0].split(",")
+    standard = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
+    assert set(header) - standard == {"gifs.recon_all.step"}, header
+
+
+def test_metrics_are_unchanged_after_a_forced_rerun_on_the_same_machine(work):
+    """Results only in the metrics files: rerunning a stage changes none of them."""
+    for stage in ("train@vae20d", "evaluate@vae2d"):
+        dvc("repro", "-f", "-s", stage, cwd=work)
+    assert json.loads(dvc("metrics", "diff", "--json", cwd=work).stdout or "{}") == {}
+    timings = json.loads((work / layout.timings("vae20d", "train")).read_text())
+    assert timings["train_seconds"] > 0 and len(timings["epoch_seconds"]) == 1
+    for model in MODELS:
+        assert not any("seconds" in k for k in json.loads((work / layout.train_metrics(model)).read_text()))
+
+
+def test_a_diverging_run_stops_with_one_line_and_writes_nothing(work):
+    before = {p: (work / p).read_bytes() for p in (layout.checkpoint("vae2d"), layout.train_metrics("vae2d"))}
+    set_params(work, {"train": {"lr": 10}})
+    line = assert_clean_failure(run_stage("train.py", "vae2d", cwd=work), "model 'vae2d' diverged at epoch 1",
+                                "lower train.lr (now 10)")
+    assert line.startswith("error: train: model 'vae2d' diverged")
+    assert {p: (work / p).read_bytes() for p in before} == before
+
+
+def test_after_a_failed_experiment_the_readme_recipe_returns_to_the_last_good_state(work):
+    """A failing `dvc exp run -S` leaves params.yaml rewritten and the failed stage's outputs
+    gone; the README's two commands bring back the committed state."""
+    proc = dvc("exp", "run", "-S", "gifs.min_psnr_db=1000", cwd=work, check=False)
+    assert proc.returncode != 0
+    assert "min_psnr_db: 1000" in (work / "params.yaml").read_text()
+    assert changed_stages(work)
+    for command in readme_recovery_commands():
+        sh(command.split(), work)
+    assert changed_stages(work) == set()
+    assert git(work, "status", "--porcelain") == ""
+    assert (work / layout.gifs_dir("vae2d") / "manifold-all.gif").exists()
+
+
+def readme_recovery_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = text.split("### After a failed experiment", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    assert commands and all(c.startswith(("git ", "dvc ")) for c in commands)
+    return commands
 
 
 def readme_dvc_commands() -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, changed_stages, dvc, ran_stages, set_params, sh
+from conftest import changed_stages, dvc, ran_stages, set_params, sh
 from mnist_vae.workspace import git
 
 pytestmark = pytest.mark.slow

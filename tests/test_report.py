@@ -60,6 +60,8 @@ def section(name="m", **overrides):
     evaluation = {"latent_dim": 2, "test_neg_elbo": 140.0, "test_iwae_nll": 137.0, "iwae_k": 1000, "iwae_gap": 3.0,
                   "active_units": 2}
     return dict(dict(name=name, description="a 2-d model.", evaluation=evaluation, figures=report.model_figures(name),
+                     timings=report.timing_note({"train_seconds": 12.34, "tracking_seconds": 1.5}, {"eval_seconds": 60.0},
+                                                "cpu"),
                      gifs=[], anomaly_rows=[], anomaly_figures=[]), **overrides)
 
 
@@ -144,3 +146,8 @@ def test_anomaly_rows_read_both_scores():
     rows = report.anomaly_rows({"anomaly": {"model": "m", "kl": score, "neg_elbo": score,
                                             "noise_image": {"kl": 75.9, "neg_elbo": 2500.0}}})
     assert [(r["score"], r["noise_image"], r["fit_mean"]) for r in rows] == [("kl", 75.9, 30.0), ("neg_elbo", 2500.0, 30.0)]
+
+
+def test_the_page_shows_each_models_timings():
+    html = report.page(**page_context())
+    assert "trained in 12.3 s on cpu (frame tracking 1.5 s of it), evaluated in 60.0 s." in html

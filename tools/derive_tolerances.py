@@ -28,7 +28,7 @@ HEADER = """\
 # A reproduced metric may differ from the committed one by `abs`: k times sigma_diff, the
 # measured spread of the difference of two runs (max of the seed std x sqrt 2 and the largest
 # same-seed difference between floating-point orders or machines), at least the floor.
-# `exact`: run descriptions, must be equal. `ignore`: timings and the device name.
+# `exact`: run descriptions, must be equal. `ignore`: the device name (timings are not metrics).
 # `gated: false` (with `why`): a tolerance wider than max_useful_rel of the value, or a spread the
 # study cannot pin down (leave-one-out: some run lies outside the spread measured without it);
 # shown, never failing.

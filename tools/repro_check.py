@@ -41,6 +41,10 @@ def main() -> None:
     ap.add_argument("--compare-only", action="store_true")
     ap.add_argument("--rev", default="HEAD", help="the commit whose metrics are the reference")
     args = ap.parse_args()
+    try:  # first: a broken tolerances file must not wait for a full reproduction
+        rules = gate.load_rules()
+    except gate.RuleError as err:
+        sys.exit(f"repro-check: FAILED: {err}")
     timings = {}
     if not args.compare_only:
         _, timings["dvc repro --force (full)"] = step("reproduce", [DVC, "repro", "--force"])
@@ -52,7 +56,7 @@ def main() -> None:
             sys.exit(f"repro-check: FAILED: the second `dvc repro` ran stages:\n{out}")
     out, _ = step("metrics diff", [DVC, "metrics", "diff", "--all", "--json", args.rev], capture=True)
     # a --rev from before the metrics moved to reports/models/<model>/ pairs under the new paths
-    rows = gate.compare(gate.across_the_move(json.loads(out or "{}")), gate.load_rules())
+    rows = gate.compare(gate.across_the_move(json.loads(out or "{}")), rules)
     print(gate.table(rows))
     for name, seconds in timings.items():
         print(f"{name}: {seconds:.1f} s")
@@ -64,8 +68,9 @@ def main() -> None:
         print(f"{len(shown)} metric(s) shown but not gated (tolerances.yaml: too noisy to gate, or not yet "
               f"measured by the spread study)")
     if drift:
-        sys.exit(f"repro-check: FAILED: {len(drift)} metric(s) drifted beyond tolerance (see DRIFT rows above; "
-                 f"drift/sigma is the drift in units of the measured spread of a difference of two runs)")
+        sys.exit(f"repro-check: FAILED: {len(drift)} metric(s) drifted beyond tolerance or are not usable numbers "
+                 f"(see the DRIFT and FAIL rows above; drift/sigma is the drift in units of the measured spread of a "
+                 f"difference of two runs)")
     print(f"repro-check: OK ({len(rows) - len(shown)} gated metrics within tolerance)")
 
 

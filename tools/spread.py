@@ -33,9 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
-from mnist_vae import layout, spread
+from mnist_vae import artifacts, layout, spread
 from mnist_vae.workspace import cpu_name, dvc_exe, tool_env
 
 DVC = dvc_exe()
@@ -250,7 +249,7 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
 
 def write_results(doc: dict) -> None:
     """reports/spread/results.md: the reference's numbers beside ours (the README's results table)."""
-    reference = yaml.safe_load(Path("reference.yaml").read_text())["numbers"]
+    reference = spread.check_reference(artifacts.read_yaml("reference.yaml"))["numbers"]
     committed = {}
     for path in sorted(Path(layout.MODELS_REPORTS).glob("*/*.json")):
         committed.update(spread.flat_metrics({path.as_posix(): json.loads(path.read_text())}))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -23,6 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 import yaml
 
+from . import yamlfile
 from .errors import DataError
 
 
@@ -50,8 +52,32 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def non_finite(obj: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of every NaN or infinite float in a JSON-like object."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [prefix or "(the value)"]
+    if isinstance(obj, dict):
+        return [k for key, v in obj.items() for k in non_finite(v, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(obj, (list, tuple)):
+        return [k for i, v in enumerate(obj) for k in non_finite(v, f"{prefix}[{i}]")]
+    return []
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """Valid JSON only: a NaN or infinity is an error naming the key, never a bare token."""
+    bad = non_finite(obj)
+    if bad:
+        raise DataError(f"{path}: refusing to write non-finite {', '.join(bad[:5])} = "
+                        f"{_value_at(obj, bad[0])}; nothing was written")
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+
+
+def _value_at(obj: Any, dotted: str) -> Any:
+    import re
+
+    for part in re.findall(r"[^.\[\]]+", dotted):
+        obj = obj[int(part)] if isinstance(obj, (list, tuple)) else obj.get(part, obj) if isinstance(obj, dict) else obj
+    return obj
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
@@ -125,11 +151,47 @@ def producing_stage(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str 
     return None
 
 
+def _git_tracks(path: str | Path) -> bool | None:
+    """Whether git tracks the file (None: not in a git work tree, or no git)."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", "ls-files", "--error-unmatch", "--", str(path)], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode == 0:
+        return True
+    return None if b"not a git repository" in proc.stderr else False
+
+
+def _model_of(path: str | Path) -> str | None:
+    """The model a per-model artifact belongs to (mnist_vae.layout), if it is one."""
+    import re
+
+    from . import layout
+
+    target = Path(path).as_posix()
+    for pattern in (r"models/([^/]+)\.pt", r"data/(?:tracking|evaluation|anomaly)/([^/]+)\.npz",
+                    re.escape(layout.MODELS_REPORTS) + r"/([^/]+)/.+"):
+        match = re.fullmatch(pattern, target)
+        if match:
+            return match.group(1)
+    return None
+
+
 def restore_hint(path: str | Path) -> str:
+    """The command that gives the file back: DVC for a stage's output, git for a file git keeps;
+    for a file neither makes, what would have to change for a stage to write it."""
     stage = producing_stage(path)
-    if stage is None:  # no stage writes it: a file kept in git (reference.yaml, the spread study)
+    if stage is not None:
+        return f"restore it with `dvc checkout {path}` (from DVC's cache) or rebuild it with `dvc repro -f -s {stage}`"
+    if _git_tracks(path) is not False:  # a file kept in git (reference.yaml, the spread study)
         return f"restore it with `git checkout -- {path}`"
-    return f"restore it with `dvc checkout {path}` (from DVC's cache) or rebuild it with `dvc repro -f -s {stage}`"
+    model = _model_of(path)
+    if model is not None:
+        return (f"no stage writes it and git does not track it: '{model}' is not a model under `models` in "
+                f"params.yaml (an entry `models.{model}` makes dvc.yaml's train@{model} and the stages after it)")
+    return "no stage in dvc.yaml writes it and git does not track it: check the path"
 
 
 def read_npz(path: str | Path, required: tuple[str, ...] | list[str] = ()) -> dict[str, np.ndarray]:
@@ -144,13 +206,18 @@ def read_npz(path: str | Path, required: tuple[str, ...] | list[str] = ()) -> di
             if missing:
                 raise DataError(f"{path}: has no array {missing[0]!r} (it has {', '.join(npz.files) or 'none'}); "
                                 f"{restore_hint(path)}")
-            return {k: npz[k] for k in npz.files}
+            arrays = {k: npz[k] for k in npz.files}
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         reason = "holds pickled objects" if "allow_pickle" in str(exc) else f"{type(exc).__name__}"
         raise DataError(f"{path}: not a readable .npz file ({reason}: truncated or replaced?); "
                         f"{restore_hint(path)}") from None
+    for name, array in arrays.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise DataError(f"{path}: array {name!r} holds {int((~np.isfinite(array)).sum())} non-finite values "
+                            f"(NaN or infinity: a run that diverged?); {restore_hint(path)}")
+    return arrays
 
 
 def read_text(path: str | Path) -> str:
@@ -173,9 +240,9 @@ def read_json(path: str | Path) -> Any:
 
 def read_yaml(path: str | Path) -> Any:
     try:
-        return yaml.safe_load(read_text(path))
+        return yamlfile.loads(read_text(path))
     except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); {restore_hint(path)}") from None
+        raise DataError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); {restore_hint(path)}") from None
 
 
 def read_csv(path: str | Path, required: tuple[str, ...] | list[str] = ()):

@@ -24,12 +24,24 @@ from typing import Any
 
 import yaml
 
+from . import yamlfile
+from .errors import MnistVaeError
+
 KINDS = ("ignore", "exact", "abs", "rel", "report")
 OPTIONAL = ("sigma_diff", "gated", "why")
 
 
-class RuleError(ValueError):
-    """A malformed tolerances file; the message names the rule."""
+# A row the gate does not gate (too noisy, or not measured by the study yet) still fails when it
+# moves beyond these: 10 sigma_diff is beyond anything the study's runs showed (its largest
+# leave-one-out excursion is under 1.5 k = 4.4 sigma_diff), and with no measured spread a
+# 50 % change is no longer noise for any metric of this pipeline (the study's largest relative
+# seed spread is about 10 %); a diverged run (a loss of 1e11) must never read "ok".
+SANITY_SIGMA = 10.0
+SANITY_REL = 0.5
+
+
+class RuleError(MnistVaeError, ValueError):
+    """A malformed tolerances file; the message names the file, the rule and the bad key."""
 
 
 @dataclass
@@ -41,17 +53,20 @@ class Row:
     ok: bool
     gated: bool = True
     in_spread: float | None = None  # |new - committed| / sigma_diff
+    problem: str = ""  # why the row fails whatever its rule: "not finite", "not a number", "beyond sanity"
 
 
 def check_rule(rule: Any, where: str = "tolerances") -> dict[str, Any]:
     if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
         raise RuleError(f"{where}: rule {rule!r} needs a string `match`")
+    unknown = sorted(set(rule) - {"match", *KINDS, *OPTIONAL})
+    if unknown:
+        raise RuleError(f"{where}: rule for {rule['match']!r}: unknown key {unknown[0]!r} (a rule has `match`, one "
+                        f"of {', '.join(KINDS)}, and optionally {', '.join(OPTIONAL)})")
     kinds = [k for k in KINDS if k in rule]
     if len(kinds) != 1:
-        raise RuleError(f"{where}: rule for {rule['match']!r} needs exactly one of {', '.join(KINDS)}, has {kinds}")
-    unknown = set(rule) - {"match", *KINDS, *OPTIONAL}
-    if unknown:
-        raise RuleError(f"{where}: rule for {rule['match']!r} has unknown key(s) {sorted(unknown)}")
+        raise RuleError(f"{where}: rule for {rule['match']!r} needs exactly one of {', '.join(KINDS)}, has "
+                        f"{', '.join(kinds) or 'none'}")
     value = rule[kinds[0]]
     if kinds[0] in ("ignore", "exact", "report"):
         if value is not True:
@@ -63,12 +78,16 @@ def check_rule(rule: Any, where: str = "tolerances") -> dict[str, Any]:
 
 def load_rules(path: str | Path = "tolerances.yaml") -> list[dict[str, Any]]:
     try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RuleError(f"{path}: cannot read the tolerances ({exc})") from None
+        doc = yamlfile.loads(Path(path).read_text())
+    except OSError as exc:
+        raise RuleError(f"{path}: cannot read the tolerances ({exc.strerror}); restore it with "
+                        f"`git checkout -- {path}` or regenerate it with `make tolerances`") from None
+    except yaml.YAMLError as exc:
+        raise RuleError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); restore it with "
+                        f"`git checkout -- {path}` or regenerate it with `make tolerances`") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
         raise RuleError(f"{path}: needs a `rules` list")
-    return [check_rule(rule, str(path)) for rule in doc["rules"]]
+    return [check_rule(rule, f"{path}: rules[{i}]") for i, rule in enumerate(doc["rules"])]
 
 
 def rule_for(metric: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -102,6 +121,30 @@ def describe(rule: dict[str, Any]) -> str:
     return f"abs {rule['abs']:g}" if "abs" in rule else f"rel {rule['rel']:.0%}"
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def problem_of(committed: Any, new: Any, rule: dict[str, Any], in_spread: float | None) -> str:
+    """Why a metric fails whatever its rule says (gated or not, measured or not): a value that is
+    not finite, a value that is not a number where the committed one is, or an ungated value
+    beyond the sanity bound. Empty when there is none."""
+    for value in (committed, new):
+        if isinstance(value, float) and not math.isfinite(value):
+            return "not finite"
+        if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+            return "not finite"
+    if _is_number(committed) and new is not None and not _is_number(new):
+        return "not a number"
+    if _is_number(committed) and _is_number(new) and (rule.get("report") or rule.get("gated") is False):
+        if in_spread is not None:
+            if in_spread > SANITY_SIGMA:
+                return f"beyond sanity ({SANITY_SIGMA:g} sigma_diff)"
+        elif abs(new - committed) > SANITY_REL * abs(committed):
+            return f"beyond sanity ({SANITY_REL:.0%} of the value)"
+    return ""
+
+
 def compare(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[str, Any]]) -> list[Row]:
     """Rows for every compared metric of a `dvc metrics diff --all --json` result."""
     rows = []
@@ -113,13 +156,14 @@ def compare(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[str, An
                 continue
             old, new = values.get("old"), values.get("new")
             in_spread = None
-            if rule.get("sigma_diff") and all(isinstance(v, (int, float)) for v in (old, new)):
+            if rule.get("sigma_diff") and _is_number(old) and _is_number(new) and math.isfinite(new - old):
                 in_spread = abs(new - old) / rule["sigma_diff"]
+            problem = problem_of(old, new, rule, in_spread)
             if rule.get("report"):
-                rows.append(Row(name, old, new, describe(rule), True, False, None))
+                rows.append(Row(name, old, new, describe(rule), not problem, False, in_spread, problem))
                 continue
-            rows.append(Row(name, old, new, describe(rule), within(old, new, rule), rule.get("gated", True),
-                            in_spread))
+            ok = within(old, new, rule) and not problem
+            rows.append(Row(name, old, new, describe(rule), ok, rule.get("gated", True), in_spread, problem))
     return rows
 
 
@@ -151,7 +195,9 @@ def across_the_move(diff: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dic
 
 
 def failures(rows: list[Row]) -> list[Row]:
-    return [r for r in rows if r.gated and not r.ok]
+    """Gated rows out of tolerance, and any row with a problem (non-finite, not a number, beyond
+    sanity), gated or not."""
+    return [r for r in rows if (r.gated and not r.ok) or r.problem]
 
 
 def table(rows: list[Row]) -> str:
@@ -159,6 +205,8 @@ def table(rows: list[Row]) -> str:
         return "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
 
     def verdict(r: Row) -> str:
+        if r.problem:
+            return f"FAIL: {r.problem}"
         if r.ok:
             return "ok"
         return "DRIFT" if r.gated else "(not gated)"

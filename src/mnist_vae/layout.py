@@ -58,6 +58,12 @@ def gifs_dir(model: str) -> str:
     return f"{model_dir(model)}/gifs"
 
 
+def timings(model: str, stage: str) -> str:
+    """How long a stage took for this model (train, evaluate): kept apart from the metrics,
+    which hold results only, so that `dvc metrics diff` and `dvc exp show` show what changed."""
+    return f"{model_dir(model)}/timings-{stage}.json"
+
+
 def anomaly_metrics(model: str) -> str:
     return f"{model_dir(model)}/anomaly.json"
 

@@ -88,4 +88,8 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> VAE:
     except (KeyError, TypeError, RuntimeError) as exc:
         raise DataError(f"{path}: not a checkpoint of this project's VAE ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:120]}); {restore_hint(path)}") from None
+    bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
+    if bad:
+        raise DataError(f"{path}: weights {', '.join(bad[:3])} hold NaN or infinity (the run diverged); "
+                        f"{restore_hint(path)}")
     return model.to(device).eval()

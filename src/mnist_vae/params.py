@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import yamlfile
 from .errors import ParamsError
 
 __all__ = ["Params", "ParamsError", "load", "load_for_stage", "validate"]
@@ -216,7 +217,7 @@ def load(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yamlfile.loads(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"params: {path} not found (run stages from the repository root, where params.yaml "
                           f"is; the working directory is {Path.cwd()})") from None

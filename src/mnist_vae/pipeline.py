@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
+from . import yamlfile
 
 _REF = re.compile(r"\$\{\s*([^}\s]+)\s*\}")
 
@@ -68,7 +68,7 @@ def resolve(spec: dict[str, Any], variables: dict[str, Any]) -> dict[str, dict[s
 
 def stages(dvc_yaml: str | Path = "dvc.yaml", params_file: str | Path = "params.yaml") -> dict[str, dict[str, Any]]:
     """The resolved stages of a dvc.yaml, with params.yaml (DVC's default vars) beside it."""
-    spec = yaml.safe_load(Path(dvc_yaml).read_text()) or {}
+    spec = yamlfile.loads(Path(dvc_yaml).read_text()) or {}
     params_path = Path(params_file)
-    variables = (yaml.safe_load(params_path.read_text()) or {}) if params_path.exists() else {}
+    variables = (yamlfile.loads(params_path.read_text()) or {}) if params_path.exists() else {}
     return resolve(spec, variables)

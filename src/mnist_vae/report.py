@@ -50,6 +50,13 @@ def describe_model(arch) -> str:
     return text + "."
 
 
+def timing_note(train: dict[str, Any], evaluate: dict[str, Any], device: str) -> str:
+    """How long the model's stages took in this run (the timings files, not metrics)."""
+    return (f"This run: trained in {train['train_seconds']:.1f} s on {device or 'an unknown device'} "
+            f"(frame tracking {train['tracking_seconds']:.1f} s of it), evaluated in "
+            f"{evaluate['eval_seconds']:.1f} s.")
+
+
 def gif_rows(model: str, summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """render-gifs' summary.json of one model as rows, each with the GIF's path on the page."""
     return [dict(name=name, path=page_path(f"{layout.gifs_dir(model)}/{name}"), **row) for name, row in summary.items()]

@@ -14,12 +14,26 @@ import torch
 from tqdm import tqdm
 
 from . import model as model_lib
+from .errors import MnistVaeError
 from .inference import evaluate_elbo
 from .runtime import flush_denormals, make_deterministic, resolve_device, to_tensor
 from .step import check_against_autograd, make_step
 from .tracking import Tracker, make_tracker
 
 log = logging.getLogger(__name__)
+
+
+class Diverged(MnistVaeError, RuntimeError):
+    """Training produced a non-finite loss; raised at the end of that epoch, before anything is
+    returned (so a stage writes nothing)."""
+
+    def __init__(self, epoch: int, train_loss: float, test_loss: float):
+        self.epoch, self.train_loss, self.test_loss = epoch, train_loss, test_loss
+        super().__init__(f"training diverged at epoch {epoch}: train loss {train_loss}, test loss {test_loss}")
+
+    def with_message(self, message: str) -> "Diverged":
+        self.args = (message,)
+        return self
 
 
 def train(model, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Any,
@@ -32,6 +46,8 @@ def train(model, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Any,
     :func:`mnist_vae.step.make_step`).
 
     Returns {"history": [per-epoch dicts], "train_seconds": ..., "final": last test eval}.
+    Raises :class:`Diverged` at the end of the first epoch whose train or test loss is not
+    finite (a NaN in any batch makes the epoch's summed loss NaN).
     """
     device = train_x.device
     bs, n = cfg.batch_size, len(train_x)
@@ -68,6 +84,8 @@ def train(model, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Any,
         train_loss = step.total.item() / n
         test = evaluate_elbo(model, test_x, cfg.eval_batch_size, eval_gen)
         seconds = time.perf_counter() - t0
+        if not (math.isfinite(train_loss) and math.isfinite(test["loss"])):
+            raise Diverged(epoch, train_loss, test["loss"])
         history.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test["loss"],
                         "test_bce": test["bce"], "test_kl": test["kl"], "seconds": seconds})
         log.info("epoch %2d/%d  train_loss %.2f  test_loss %.2f  (bce %.2f, kl %.2f)  %.1fs",
@@ -100,14 +118,22 @@ def fit(arch: Any, cfg: Any, tracking: Any, train_images: np.ndarray, test_image
              len(test_x), cfg.batch_size, device)
     if step_kind is None:
         step_kind = "autograd" if cfg.step == "autograd" else "auto"
-    result = train(net, train_x, test_x, cfg, tracker, progress, step_kind)
+    try:
+        result = train(net, train_x, test_x, cfg, tracker, progress, step_kind)
+    except Diverged as err:
+        own = arch.train is not None and arch.train.lr is not None
+        raise Diverged(err.epoch, err.train_loss, err.test_loss).with_message(
+            f"train: model '{name}' diverged at epoch {err.epoch} (train loss {err.train_loss:g}, test loss "
+            f"{err.test_loss:g}); the likeliest cause is the learning rate: lower "
+            f"{f'models.{name}.train.lr' if own else 'train.lr'} (now {cfg.lr:g}); nothing was written") from None
     final = result["final"]
+    # results only: timings differ between any two runs, so they are not metrics (see `timings`)
     metrics = {
         "train_loss": final["train_loss"], "test_loss": final["test_loss"],
         "test_bce": final["test_bce"], "test_kl": final["test_kl"],
-        "epochs": cfg.epochs, "train_seconds": result["train_seconds"],
-        "tracking_seconds": tracker.seconds if tracker else 0.0,
-        "device": str(device), "parameters": parameters,
+        "epochs": cfg.epochs, "device": str(device), "parameters": parameters,
     }
-    return {"model": net, "metrics": metrics, "history": result["history"],
+    timings = {"train_seconds": result["train_seconds"], "tracking_seconds": tracker.seconds if tracker else 0.0,
+               "epoch_seconds": [h["seconds"] for h in result["history"]]}
+    return {"model": net, "metrics": metrics, "timings": timings, "history": result["history"],
             "frames": tracker.arrays() if tracker else None}
