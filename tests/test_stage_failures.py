@@ -75,8 +75,8 @@ def test_stage_options_have_help():
     for script in sorted(p.name for p in (REPO / "stages").glob("*.py")):
         out = run_stage(script, "--help", cwd=REPO).stdout
         options = [line for line in out.splitlines() if line.strip().startswith("--") and "--help" not in line]
-        positional = out.split("positional arguments:", 1)[1].split("\n\n", 1)[0].splitlines()[1:] \
-            if "positional arguments:" in out else []
+        section = out.split("positional arguments:", 1)[1].split("\n\n", 1)[0] if "positional arguments:" in out else ""
+        positional = [line for line in section.splitlines() if line.startswith("  ") and line[2] != " "]
         assert options or positional, script
         for line in options + positional:  # every argument says what it is, on its line or the next
             assert len(line.split()) > 2 or out.split(line, 1)[1].splitlines()[1].strip(), (script, line)
