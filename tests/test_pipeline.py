@@ -376,7 +376,7 @@ def test_a_diverging_run_stops_with_one_line_and_writes_nothing(work):
 
 def test_after_a_failed_experiment_the_readme_recipe_returns_to_the_last_good_state(work):
     """A failing `dvc exp run -S` leaves params.yaml rewritten and the failed stage's outputs
-    gone; the README's two commands bring back the committed state."""
+    gone; the two commands of docs/dvc.md bring back the committed state."""
     proc = dvc("exp", "run", "-S", "gifs.min_psnr_db=1000", cwd=work, check=False)
     assert proc.returncode != 0
     assert "min_psnr_db: 1000" in (work / "params.yaml").read_text()
@@ -389,21 +389,21 @@ def test_after_a_failed_experiment_the_readme_recipe_returns_to_the_last_good_st
 
 
 def readme_recovery_commands() -> list[str]:
-    text = (REPO / "README.md").read_text()
-    block = text.split("### After a failed experiment", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    text = (REPO / "docs/dvc.md").read_text()
+    block = text.split("## After a failed experiment", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
     assert commands and all(c.startswith(("git ", "dvc ")) for c in commands)
     return commands
 
 
 def readme_dvc_commands() -> list[str]:
-    """The dvc commands of the README's "Working with DVC" block, as a user would type them."""
-    text = (REPO / "README.md").read_text()
-    block = text.split("## Working with DVC", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    """The dvc commands of docs/dvc.md's first block, as a user would type them."""
+    text = (REPO / "docs/dvc.md").read_text()
+    block = text.split("# Working with DVC", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip().startswith("dvc ")]
 
 
-def test_every_dvc_command_in_the_readme_runs_as_written(work):
+def test_every_dvc_command_in_the_docs_runs_as_written(work):
     commands = readme_dvc_commands()
     assert len(commands) >= 10 and "dvc exp run -S models.vae2d.latent_dim=3" in commands
     for command in commands:

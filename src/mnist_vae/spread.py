@@ -192,7 +192,7 @@ def results_table(reference: list[dict[str, Any]], summary: dict[str, dict[str, 
                   committed: dict[str, Any], within_std: float = 2.0) -> str:
     """Markdown of :func:`reference_rows`: whether each reference number lies within
     `within_std` standard deviations of our mean over seeds."""
-    lines = ["| reference number | reference | our committed run | our seeds: mean ± std (n) | reference within our spread |",
+    lines = ["| reference number | reference | committed run | seeds: mean ± std (n) | reference within the seed spread |",
              "|---|---:|---:|---:|---|"]
     for row in reference_rows(reference, summary, committed, within_std):
         ours_cell = "-" if row["ours"] is None else f"{row['ours']:.2f}"
