@@ -265,7 +265,7 @@ def test_killed_repro_recovers_with_a_plain_repro(work):
     assert changed_stages(work) == set()
 
 
-@pytest.mark.parametrize("damage, stage, needles", [
+DAMAGES = [
     ("truncate:models/vae20d.pt", ("evaluate.py", "vae20d"),
      ["models/vae20d.pt: not a readable checkpoint", "dvc repro -f -s train@vae20d"]),
     ("garbage:data/binarized/mnist.npz", ("train.py", "vae20d"),
@@ -279,10 +279,10 @@ def test_killed_repro_recovers_with_a_plain_repro(work):
      ["reports/models/vae2d/gifs/summary.json: not valid JSON", "dvc repro -f -s render-gifs@vae2d"]),
     ("csv:reports/models/vae2d/history.csv", REPORT,
      ["reports/models/vae2d/history.csv: has no column 'epoch'", "dvc repro -f -s train@vae2d"]),
-])
-def test_a_damaged_artifact_gives_one_line_and_repro_recovers(work, damage, stage, needles):
-    kind, path = damage.split(":")
-    target = work / path
+]
+
+
+def damage(target: Path, kind: str) -> None:
     if kind == "truncate":
         target.write_bytes(target.read_bytes()[:1000])
     elif kind == "garbage":
@@ -293,19 +293,40 @@ def test_a_damaged_artifact_gives_one_line_and_repro_recovers(work, damage, stag
         target.write_text("step,loss\n1,2.5\n")
     else:
         np.savez(target, unrelated=np.zeros(3))
-    assert_clean_failure(run_stage(*stage, cwd=work), *needles)
-    dvc("repro", cwd=work)  # DVC sees the damaged file as changed and rebuilds it
+
+
+def test_a_damaged_artifact_gives_one_line_and_repro_recovers(work):
+    """Each damaged input stops the stage that reads it with one line naming the file and the
+    command that restores it; then, with every kind of damage in place at once, one plain
+    `dvc repro` sees the damaged files as changed and rebuilds them all."""
+    for spec, stage, needles in DAMAGES:
+        kind, path = spec.split(":")
+        target = work / path
+        original = target.read_bytes()
+        damage(target, kind)
+        try:
+            assert_clean_failure(run_stage(*stage, cwd=work), *needles)
+        finally:
+            target.write_bytes(original)
+    for spec in dict.fromkeys(spec for spec, _, _ in DAMAGES if not spec.startswith("wrong-arrays:data/binarized")):
+        kind, path = spec.split(":")  # one damage per file: mnist.npz is garbage, not also re-saved
+        damage(work / path, kind)
+    assert {"binarize", "train@vae20d", "train@vae2d", "render-gifs@vae2d"} <= changed_stages(work)
+    dvc("repro", cwd=work)
     assert changed_stages(work) == set()
 
 
 def test_tracking_off_fails_render_gifs_with_the_key_and_recovers(work):
+    """Through DVC, on the one stage (no retraining): the failure names the key, and switching
+    tracking back on makes the pipeline whole again from the run cache."""
     set_params(work, {"tracking": {"enabled": False}})
-    proc = dvc("repro", cwd=work, check=False)
+    proc = dvc("repro", "-s", "render-gifs@vae2d", cwd=work, check=False)
     assert proc.returncode != 0
     assert "'tracking.enabled' is false" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr + proc.stdout
     set_params(work, {"tracking": {"enabled": True}})
-    dvc("repro", cwd=work)
+    out = dvc("repro", cwd=work).stdout
+    assert ran_stages(out) <= {"render-gifs@vae2d", "report"}
     assert changed_stages(work) == set()
 
 
