@@ -118,7 +118,8 @@ def test_report_rules_show_the_metric_and_never_fail():
 
 
 def test_a_diff_against_a_commit_before_the_move_pairs_old_and_new_paths():
-    diff = {"reports/metrics/train-vae20d.json": {"test_loss": {"old": 87.93, "new": None}},
+    diff = {"reports/metrics/train-vae20d.json": {"test_loss": {"old": 87.93, "new": None},
+                                                  "train_seconds": {"old": 24.9, "new": None}},
             "reports/models/vae20d/train.json": {"test_loss": {"old": None, "new": 87.95}},
             "reports/metrics/anomaly.json": {"model": {"old": "vae20d", "new": None}},
             "reports/models/vae20d/anomaly.json": {"model": {"old": None, "new": "vae20d"}}}

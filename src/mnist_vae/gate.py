@@ -184,8 +184,11 @@ def across_the_move(diff: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dic
 
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for path, metrics in diff.items():
+        moved = legacy_metrics_path(path) != path
         target = out.setdefault(legacy_metrics_path(path), {})
         for key, values in metrics.items():
+            if moved and key.endswith("_seconds"):
+                continue  # the old files also held timings, which are not metrics any more
             merged = target.setdefault(key, {})
             for side in ("old", "new"):
                 if values.get(side) is not None:
