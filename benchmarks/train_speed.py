@@ -128,7 +128,7 @@ def run_project(binarized: Path, epochs: int, device: str, seed: int, tracking: 
               step_kind=step_kind)
     history = out["history"]
     return {"epoch_seconds": [h["seconds"] for h in history], "test_loss": history[-1]["test_loss"],
-            "train_seconds": out["metrics"]["train_seconds"], "device": out["metrics"]["device"]}
+            "train_seconds": out["timings"]["train_seconds"], "device": out["metrics"]["device"]}
 
 
 def isolated(fn, *args, **kwargs):

@@ -2,8 +2,9 @@
 trained model (one of `anomaly.models` in params.yaml), for MNIST train/test, seeded uniform
 noise and the Fashion-MNIST test set.
 
-Writes reports/models/<model>/anomaly.json, roc-<score>-<set>.csv, anomaly-kl-histogram.png and
-anomaly-noise-image.png, and every score in data/anomaly/<model>.npz.
+Writes reports/models/<model>/anomaly.json and roc-<score>-<set>.csv,
+reports/images/<model>/anomaly-kl-histogram.png and anomaly-noise-image.png, and every score in
+data/anomaly/<model>.npz.
 """
 
 import argparse

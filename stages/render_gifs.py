@@ -1,11 +1,11 @@
 """Stage render-gifs@<model>: GIFs of one model's training frames (data/tracking/<model>.npz)
-into reports/models/<model>/gifs/.
+into reports/images/<model>/gifs/.
 
 reconstruction-all.gif and reconstruction-early.gif; for a model with manifold frames (2-d
 latent) also manifold-all.gif and manifold-early.gif. Frame ranges, seconds per frame, upscale
-factors and the size budget come from `gifs` in params.yaml. summary.json beside them gives each
-GIF's size, frames, grey levels, tolerance and worst per-frame PSNR against the 8-bit frames
-(each GIF is decoded again and checked).
+factors and the size budget come from `gifs` in params.yaml. reports/models/<model>/gifs.json
+gives each GIF's size, frames, grey levels, tolerance and worst per-frame PSNR against the 8-bit
+frames (each GIF is decoded again and checked).
 """
 
 import argparse
@@ -45,7 +45,7 @@ def main() -> None:
             summary[path.rsplit("/", 1)[-1]] = gif.summary(spec.seconds_per_frame)
             print(f"{path}: {len(gif.data) / 1e6:.2f} MB, {gif.frames} frames, {gif.levels} grey levels, "
                   f"worst PSNR {gif.worst_psnr_db:.1f} dB", flush=True)
-    artifacts.write_json(f"{out}/summary.json", summary)
+    artifacts.write_json(layout.gifs_summary(args.model), summary)
 
 
 if __name__ == "__main__":

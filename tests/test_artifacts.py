@@ -152,7 +152,8 @@ def test_checkpoint_of_something_else(in_repo_copy):
 
 
 def test_stage_of_a_file_inside_an_out_directory(in_repo_copy):
-    assert artifacts.producing_stage("reports/models/vae2d/gifs/manifold-all.gif") == "render-gifs@vae2d"
+    assert artifacts.producing_stage("reports/images/vae2d/gifs/manifold-all.gif") == "render-gifs@vae2d"
+    assert artifacts.producing_stage("reports/models/vae2d/gifs.json") == "render-gifs@vae2d"
     assert artifacts.producing_stage("reports/models/vae2d/eval.json") == "evaluate@vae2d"
     assert artifacts.producing_stage("reports/models/vae20d-b512/anomaly.json") == "anomaly-kl-stats@vae20d-b512"
     assert artifacts.producing_stage("nowhere/x.npz") is None
@@ -161,7 +162,7 @@ def test_stage_of_a_file_inside_an_out_directory(in_repo_copy):
 @pytest.mark.parametrize("path, text, needle", [
     ("reports/models/vae20d/anomaly.json", '{"kl": ', "not valid JSON (line 1"),
     ("reference.yaml", "numbers: [a, b\n", "not valid YAML"),
-    ("reports/models/vae2d/gifs/summary.json", None, "not found"),
+    ("reports/models/vae2d/gifs.json", None, "not found"),
 ])
 def test_text_artifacts_name_the_file_and_how_to_restore_it(in_repo_copy, path, text, needle):
     target = in_repo_copy / path

@@ -93,7 +93,7 @@ def test_numbers_in_the_prose_are_the_files():
     text = (REPO / "docs/reproducibility.md").read_text().replace("\n", " ")
     assert f"(k = {study['k']:g} with {study['n_seeds']} seeds)" in text
     assert f"whose tolerance is {rules['reports/models/vae20d/train.json:test_loss']['abs']:g} nats" in text
-    assert f"beyond 1.5 k sigma_diff" in text and spread.LOO_FACTOR == 1.5
+    assert "beyond 1.5 k sigma_diff" in text and spread.LOO_FACTOR == 1.5
     assert f"exceed {study['max_useful_rel']:.0%} of its value" in text.replace(" %", "%")
     assert f"{gate.SANITY_SIGMA:g} sigma_diff where a" in text and f"{gate.SANITY_REL:.0%} of the committed" in text.replace(" %", "%")
     assert f"runs the default pipeline under {study['n_seeds']} seeds" in text

@@ -116,8 +116,8 @@ def test_gifs_have_the_params_frame_counts_and_timings(repo, model, gif, frames,
         assert (im.n_frames, im.size, im.info["loop"], im.info["duration"]) == (frames, size, 0, ms)
     kinds = ["reconstruction", "manifold"] if model == "vae2d" else ["reconstruction"]  # manifolds: 2-d latents
     names = sorted(f"{kind}-{span}.gif" for kind in kinds for span in ("all", "early"))
-    assert sorted(p.name for p in folder.iterdir()) == sorted(names + ["summary.json"])
-    summary = json.loads((folder / "summary.json").read_text())
+    assert sorted(p.name for p in folder.iterdir()) == names
+    summary = json.loads((repo / layout.gifs_summary(model)).read_text())
     assert sorted(summary) == names
     row = summary[f"{gif}.gif"]
     assert (row["frames"], row["seconds_per_frame"]) == (frames, ms / 1000)
@@ -275,8 +275,8 @@ DAMAGES = [
     ("wrong-arrays:data/tracking/vae2d.npz", ("render_gifs.py", "vae2d"),
      ["data/tracking/vae2d.npz: has no array 'recon'", "dvc repro -f -s train@vae2d"]),
     ("truncate:models/vae20d.pt", ("anomaly_kl_stats.py", "vae20d"), ["models/vae20d.pt: not a readable checkpoint"]),
-    ("json:reports/models/vae2d/gifs/summary.json", REPORT,
-     ["reports/models/vae2d/gifs/summary.json: not valid JSON", "dvc repro -f -s render-gifs@vae2d"]),
+    ("json:reports/models/vae2d/gifs.json", REPORT,
+     ["reports/models/vae2d/gifs.json: not valid JSON", "dvc repro -f -s render-gifs@vae2d"]),
     ("csv:reports/models/vae2d/history.csv", REPORT,
      ["reports/models/vae2d/history.csv: has no column 'epoch'", "dvc repro -f -s train@vae2d"]),
 ]
@@ -369,10 +369,13 @@ def test_dvc_exp_run_with_a_set_param_reruns_only_what_depends_on_it(work):
     with Image.open(work / layout.gifs_dir("vae20d") / "reconstruction-all.gif") as im:
         assert im.n_frames == len(range(0, FRAMES, 3))
     assert "gifs.recon_all.step" in dvc("exp", "show", "--csv", cwd=work).stdout
-    # no result changed, so no metric column differs: timings are not metrics
+    # no result changed, so no metric column differs (timings are not metrics); the other changed
+    # columns are deps (paths), here the report's folder of summaries
     header = dvc("exp", "show", "--only-changed", "--csv", cwd=work).stdout.splitlines()[0].split(",")
     standard = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
-    assert set(header) - standard == {"gifs.recon_all.step"}, header
+    deps = {c for c in header if (work / c).exists()}
+    assert set(header) - standard - deps == {"gifs.recon_all.step"}, header
+    assert deps <= {layout.MODELS_REPORTS}, header
 
 
 def test_metrics_are_unchanged_after_a_forced_rerun_on_the_same_machine(work):
@@ -439,7 +442,7 @@ def page_images(repo: Path) -> set[str]:
 
 
 def model_images(repo: Path, models) -> set[str]:
-    return {p.relative_to(repo).as_posix() for m in models for p in (repo / layout.model_dir(m)).rglob("*")
+    return {p.relative_to(repo).as_posix() for m in models for p in (repo / layout.images_dir(m)).rglob("*")
             if p.suffix in (".png", ".gif")}
 
 
@@ -448,6 +451,9 @@ def test_report_shows_exactly_the_images_it_declares(repo):
     stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["report"]
     outs = set(stage["outs"])
     assert layout.MODELS_REPORTS in stage["deps"]
+    # the report reads only small files kept in git: nothing DVC caches is a dep of it
+    assert not [d for d in stage["deps"] if d.startswith(layout.IMAGES)]
+    assert all(f.name != ".gitignore" for f in (repo / layout.MODELS_REPORTS).rglob("*"))
     linked = page_images(repo)
     # every image shown is the report's own or one of a model's, and every model image is shown
     assert linked - outs == model_images(repo, MODELS)

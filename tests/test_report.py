@@ -85,11 +85,11 @@ def test_page_links_exactly_its_figures_and_escapes_text():
     assert "&lt;b&gt;loss&lt;/b&gt; &amp; co" in html and "<b>loss" not in html
     assert report.linked_files(html) == [
         "figures/report-learning-curves.png",
-        "models/m/manifold.png", "models/m/latent-scatter.png", "models/m/reconstructions.png",
-        "models/m/prior-samples.png",
-        "models/a/manifold.png", "models/a/latent-scatter.png", "models/a/reconstructions.png",
-        "models/a/prior-samples.png", "models/a/gifs/manifold-all.gif",
-        "models/a/anomaly-kl-histogram.png", "models/a/anomaly-noise-image.png",
+        "images/m/manifold.png", "images/m/latent-scatter.png", "images/m/reconstructions.png",
+        "images/m/prior-samples.png",
+        "images/a/manifold.png", "images/a/latent-scatter.png", "images/a/reconstructions.png",
+        "images/a/prior-samples.png", "images/a/gifs/manifold-all.gif",
+        "images/a/anomaly-kl-histogram.png", "images/a/anomaly-noise-image.png",
         "figures/report-roc-curves.png"]
     assert "<td class=\"n\">4.50</td>" in html and "37.7" in html
     assert html.count('<section class="model"') == 2 and 'id="model-a"' in html
@@ -151,3 +151,11 @@ def test_anomaly_rows_read_both_scores():
 def test_the_page_shows_each_models_timings():
     html = report.page(**page_context())
     assert "trained in 12.3 s on cpu (frame tracking 1.5 s of it), evaluated in 60.0 s." in html
+
+
+def test_figures_carry_their_pixel_sizes_when_known():
+    sized = report.model_figures("m", {"manifold": {"width": 560, "height": 560}})
+    assert sized[0][3] == {"width": 560, "height": 560} and sized[1][3] == {}
+    html = report.page(**page_context(sections=[section("m", figures=sized)]))
+    assert 'src="images/m/manifold.png" width="560" height="560"' in html
+    assert 'src="images/m/latent-scatter.png" alt=' in html

@@ -127,8 +127,8 @@ def committed_metrics(rev: str) -> dict:
     listing = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "reports/metrics/", layout.MODELS_REPORTS],
                              capture_output=True, text=True, check=True).stdout.split()
     for path in listing:
-        if not path.endswith(".json") or path.endswith("/summary.json"):
-            continue
+        if not path.startswith("reports/metrics/") and path.rsplit("/", 1)[-1] not in layout.METRICS_FILES:
+            continue  # a model folder's tables, summaries and timings are not metrics
         text = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=True).stdout
         files[layout.legacy_metrics_path(path)] = json.loads(text)
     return spread.flat_metrics(files)
@@ -251,7 +251,7 @@ def write_results(doc: dict) -> None:
     """reports/spread/results.md: the reference's numbers beside ours (the README's results table)."""
     reference = spread.check_reference(artifacts.read_yaml("reference.yaml"))["numbers"]
     committed = {}
-    for path in sorted(Path(layout.MODELS_REPORTS).glob("*/*.json")):
+    for path in sorted(p for name in layout.METRICS_FILES for p in Path(layout.MODELS_REPORTS).glob(f"*/{name}")):
         committed.update(spread.flat_metrics({path.as_posix(): json.loads(path.read_text())}))
     (OUT / "results.md").write_text(spread.results_table(reference, doc["metrics"], committed))
 

@@ -110,15 +110,16 @@ def write_torch(path: str | Path, obj: Any) -> None:
 
 
 def write_png(path: str | Path, image: np.ndarray) -> None:
-    """A 2-d uint8 (gray) or H x W x 3 uint8 array as PNG, encoded by torchvision."""
-    import torch
-    from torchvision.io import encode_png
+    """A 2-d uint8 (gray) or H x W x 3 uint8 array as PNG, encoded by Pillow (torchvision's
+    encoder did the same job but its import cost each figure stage about a second)."""
+    from PIL import Image
 
     arr = np.ascontiguousarray(image)
     if arr.dtype != np.uint8:
         raise TypeError(f"write_png needs uint8 pixels, got {arr.dtype}")
-    chw = torch.from_numpy(arr)[None] if arr.ndim == 2 else torch.from_numpy(arr).permute(2, 0, 1)
-    write_bytes(path, encode_png(chw.contiguous()).numpy().tobytes())
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
 
 
 def write_figure(path: str | Path, fig, **kwargs) -> None:
@@ -172,7 +173,7 @@ def _model_of(path: str | Path) -> str | None:
 
     target = Path(path).as_posix()
     for pattern in (r"models/([^/]+)\.pt", r"data/(?:tracking|evaluation|anomaly)/([^/]+)\.npz",
-                    re.escape(layout.MODELS_REPORTS) + r"/([^/]+)/.+"):
+                    re.escape(layout.MODELS_REPORTS) + r"/([^/]+)/.+", re.escape(layout.IMAGES) + r"/([^/]+)/.+"):
         match = re.fullmatch(pattern, target)
         if match:
             return match.group(1)

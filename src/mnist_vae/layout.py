@@ -1,14 +1,23 @@
-"""Where every per-model artifact lives. One model's outputs share one folder,
-reports/models/<model>/, so a stage that shows every model (the report) depends on that folder
-rather than on a hand-kept list of files, and adding a model to params.yaml is the whole change.
+"""Where every per-model artifact lives.
 
-Large arrays and checkpoints stay under models/ and data/ (DVC-cached, never in git); metrics
-and the small CSV tables in reports/models/<model>/ are kept in git (cache: false in dvc.yaml).
+reports/models/<model>/ holds what the report reads: the metrics, the small CSV tables, the GIF
+summary and the timings, all small files kept in git (cache: false in dvc.yaml). The report
+depends on that folder rather than on a hand-kept list of files, so adding a model to
+params.yaml is the whole change, and the folder is complete in any clone (a DVC-cached file in
+it would change the folder's hash wherever it has not been pulled, as under
+`dvc repro --pull --allow-missing`).
+
+reports/images/<model>/ holds the figures and GIFs the page links to (DVC-cached): the page
+names them, it does not read them, so they are not deps of the report. Large arrays and
+checkpoints stay under models/ and data/ (DVC-cached, never in git).
 """
 
 from __future__ import annotations
 
 MODELS_REPORTS = "reports/models"
+IMAGES = "reports/images"
+# the metrics files in a model's folder (the other files there are tables, summaries, timings)
+METRICS_FILES = ("train.json", "eval.json", "anomaly.json")
 
 # render-grids' figures of one model: file stem (reports/models/<model>/<stem>.png)
 MODEL_FIGURES = ("manifold", "latent-scatter", "reconstructions", "prior-samples")
@@ -50,12 +59,26 @@ def eval_metrics(model: str) -> str:
     return f"{model_dir(model)}/eval.json"
 
 
+def images_dir(model: str) -> str:
+    return f"{IMAGES}/{model}"
+
+
 def figure(model: str, stem: str) -> str:
-    return f"{model_dir(model)}/{stem}.png"
+    return f"{images_dir(model)}/{stem}.png"
 
 
 def gifs_dir(model: str) -> str:
-    return f"{model_dir(model)}/gifs"
+    return f"{images_dir(model)}/gifs"
+
+
+def figures_summary(model: str) -> str:
+    """Each figure's pixel size (written by render-grids; the page sizes its images from it)."""
+    return f"{model_dir(model)}/figures.json"
+
+
+def gifs_summary(model: str) -> str:
+    """Each GIF's size, frames, grey levels and worst PSNR (written by render-gifs)."""
+    return f"{model_dir(model)}/gifs.json"
 
 
 def timings(model: str, stage: str) -> str:
@@ -69,7 +92,7 @@ def anomaly_metrics(model: str) -> str:
 
 
 def anomaly_figure(model: str, stem: str) -> str:
-    return f"{model_dir(model)}/anomaly-{stem}.png"
+    return f"{images_dir(model)}/anomaly-{stem}.png"
 
 
 def roc_table(model: str, score: str, outliers: str) -> str:
