@@ -31,3 +31,13 @@ def test_the_outside_pattern_catches_the_forms_it_is_for():
     for text in ('"../shared/reference/x.md"', 'REPO.parent / "shared" / "mnist"', "parents[1] / 'shared'"):
         assert OUTSIDE.search(text), text
     assert not OUTSIDE.search("a shared helper")
+
+
+def test_make_help_lists_every_target_with_a_line():
+    makefile = (REPO / "Makefile").read_text()
+    phony = re.search(r"^\.PHONY:(.*)$", makefile, flags=re.M).group(1).split()
+    out = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    listed = {line.split()[1]: line.split(None, 2)[2] for line in out.splitlines() if line.strip().startswith("make ")}
+    assert sorted(listed) == sorted(phony)
+    assert all(len(text.split()) >= 3 for text in listed.values()), listed
+    assert out.splitlines()[0].split()[:2] == ["make", "help"]
