@@ -2,7 +2,7 @@
 
 manifold.png (the latent manifold grid), latent-scatter.png (test-set encoder means coloured by
 digit), reconstructions.png (originals over reconstructions) and prior-samples.png (decoded
-samples from N(0, I)); their pixel sizes in reports/models/<model>/figures.json. For a latent of more than two dimensions the manifold and the scatter
+samples from N(0, I)). For a latent of more than two dimensions the manifold and the scatter
 show the first two (the others at 0), so every figure exists whatever the latent size.
 Everything is computed on the CPU, so figures are the same whatever device trained the models.
 """
@@ -47,8 +47,6 @@ def main() -> None:
     dims = "" if model.latent_dim == 2 else f", first 2 of {model.latent_dim} dims"
     fig = figures.latent_scatter(mu.numpy(), test_y, f"{name}: test-set encoder means (n={len(test_y):,}{dims})")
     artifacts.write_figure(layout.figure(name, "latent-scatter"), fig, dpi=120)
-    artifacts.write_json(layout.figures_summary(name), figures.pixel_sizes(
-        {stem: layout.figure(name, stem) for stem in layout.MODEL_FIGURES}))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ reports/figures/report-roc-curves.png; everything else on the page is linked by 
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 from mnist_vae import artifacts, cli, layout, params
-from mnist_vae.errors import DataError
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
                                    artifacts.read_json(layout.timings(m, "evaluate")),
                                    metrics[layout.train_metrics(m)].get("device", "")),
         evaluation=metrics[layout.eval_metrics(m)],
-        figures=report.model_figures(m, artifacts.read_json(layout.figures_summary(m))),
+        figures=report.model_figures(m),
         gifs=report.gif_rows(m, artifacts.read_json(layout.gifs_summary(m))),
         anomaly_rows=report.anomaly_rows({m: metrics[layout.anomaly_metrics(m)]}) if m in studies else [],
         anomaly_figures=report.anomaly_figures(m) if m in studies else [],
@@ -64,10 +64,13 @@ def main() -> None:
         roc_curves="figures/report-roc-curves.png" if rocs else None,
         benchmarks=[report.markdown_html(artifacts.read_text(path)) for path in args.benchmark],
     )
-    missing = [root / src for src in report.linked_files(html) if not (root / src).is_file()]
-    if missing:
-        raise DataError(f"{missing[0]}: linked from {args.out} but missing; {artifacts.restore_hint(missing[0])}")
     artifacts.write_bytes(args.out, html.encode())
+    # The page names the figures and GIFs without reading them (not deps: see mnist_vae.layout),
+    # so `dvc repro report` alone does not make them; say so rather than leave a silent gap.
+    for src in report.linked_files(html):
+        if not (root / src).is_file():
+            print(f"warning: {root / src}: linked from {args.out} but not there yet; "
+                  f"{artifacts.restore_hint(root / src)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def test_reproduced_pipeline_is_up_to_date_and_a_second_repro_runs_nothing(repo)
 
 @pytest.mark.parametrize("edit, changed, downstream", [
     ({"gifs": {"recon_all.step": 3}}, GIFS, GIFS | {"report"}),
-    ({"grids": {"prior_samples": 16}}, GRIDS, GRIDS | {"report"}),
+    ({"grids": {"prior_samples": 16}}, GRIDS, GRIDS),  # the page links the figures, it does not read them
     ({"anomaly": {"k": 2.5}}, ANOMALY, ANOMALY | {"report"}),
     ({"evaluate": {"iwae_k": 10}}, EVALUATE, EVALUATE | {"report"}),
     ({"train": {"step": "autograd"}}, TRAIN, STAGES - {"download", "binarize"}),

@@ -70,21 +70,22 @@ def test_s3_round_trip_with_the_run_cache(work, s3, tmp_path):
     add_s3_remote(work, s3, "round-trip")
     assert "secret_access_key" not in (work / ".dvc/config").read_text()
     assert "secret_access_key" in (work / ".dvc/config.local").read_text()
-    # a run the run cache remembers: render-gifs with another step, committed and pushed, then back.
-    # The run cache shares the records of runs; a run's outputs travel with the commit (or the
-    # experiment) that made it (treeverse/dvc#10472: the run-cache transfer moves only the records).
-    set_params(work, {"gifs": {"recon_all.step": 3}})
+    # a run the run cache remembers: render-grids with fewer prior samples, committed and pushed,
+    # then back. The run cache shares the records of runs; a run's outputs travel with the commit
+    # (or the experiment) that made it (treeverse/dvc#10472: the run-cache transfer moves only the
+    # records), so only a stage whose outputs are all cached can be restored in another clone.
+    set_params(work, {"grids": {"prior_samples": 16}})
     dvc("repro", cwd=work)
     git(work, "add", "-A")
-    git(work, "commit", "-qm", "recon GIF every 3rd frame")
+    git(work, "commit", "-qm", "16 prior samples")
     dvc("push", cwd=work)
-    set_params(work, {"gifs": {"recon_all.step": 5}})
+    set_params(work, {"grids": {"prior_samples": 64}})
     assert "skipping run" in dvc("repro", cwd=work).stdout  # restored from the local run cache
     t0 = time.perf_counter()
     dvc("push", "--run-cache", cwd=work)
     push_seconds = time.perf_counter() - t0
     git(work, "add", "-A")
-    git(work, "commit", "-qm", "S3 remote, back to every 5th frame")
+    git(work, "commit", "-qm", "S3 remote, back to 64 prior samples")
     assert ".dvc/config.local" not in git(work, "ls-files")
 
     clone = tmp_path / "b"
@@ -96,12 +97,12 @@ def test_s3_round_trip_with_the_run_cache(work, s3, tmp_path):
     assert (clone / "models/vae20d.pt").read_bytes() == (work / "models/vae20d.pt").read_bytes()
     assert changed_stages(clone) == set()
     assert ran_stages(dvc("repro", cwd=clone).stdout) == set()
-    # the step-3 run happened in the other clone: here it is restored from the run cache, not run
-    set_params(clone, {"gifs": {"recon_all.step": 3}})
+    # the 16-sample run happened in the other clone: here it is restored from the run cache, not run
+    set_params(clone, {"grids": {"prior_samples": 16}})
     out = dvc("repro", "--pull", cwd=clone).stdout
     assert ran_stages(out) == set(), out[-2000:]
     for model in ("vae20d", "vae2d", "vae20d-b512"):
-        assert f"Stage 'render-gifs@{model}' is cached - skipping run" in out, out[-2000:]
+        assert f"Stage 'render-grids@{model}' is cached - skipping run" in out, out[-2000:]
 
     # a third clone fetches only what a repro needs: nothing is out of date, so nothing runs
     third = tmp_path / "c"

@@ -151,11 +151,3 @@ def test_anomaly_rows_read_both_scores():
 def test_the_page_shows_each_models_timings():
     html = report.page(**page_context())
     assert "trained in 12.3 s on cpu (frame tracking 1.5 s of it), evaluated in 60.0 s." in html
-
-
-def test_figures_carry_their_pixel_sizes_when_known():
-    sized = report.model_figures("m", {"manifold": {"width": 560, "height": 560}})
-    assert sized[0][3] == {"width": 560, "height": 560} and sized[1][3] == {}
-    html = report.page(**page_context(sections=[section("m", figures=sized)]))
-    assert 'src="images/m/manifold.png" width="560" height="560"' in html
-    assert 'src="images/m/latent-scatter.png" alt=' in html

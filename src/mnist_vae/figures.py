@@ -49,14 +49,3 @@ def kl_histogram(scores: np.ndarray, mean: float, std: float, threshold: float, 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def pixel_sizes(paths: dict[str, str]) -> dict[str, dict[str, int]]:
-    """{name: {"width", "height"}} of image files, read from their headers by Pillow."""
-    from PIL import Image
-
-    out = {}
-    for name, path in paths.items():
-        with Image.open(path) as im:
-            out[name] = {"width": im.size[0], "height": im.size[1]}
-    return out

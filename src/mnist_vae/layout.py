@@ -8,8 +8,10 @@ it would change the folder's hash wherever it has not been pulled, as under
 `dvc repro --pull --allow-missing`).
 
 reports/images/<model>/ holds the figures and GIFs the page links to (DVC-cached): the page
-names them, it does not read them, so they are not deps of the report. Large arrays and
-checkpoints stay under models/ and data/ (DVC-cached, never in git).
+names them, it does not read them, so they are not deps of the report, and render-grids, whose
+outputs are all cached, can be restored from DVC's run cache in another clone (a stage with an
+uncached output cannot). Large arrays and checkpoints stay under models/ and data/ (DVC-cached,
+never in git).
 """
 
 from __future__ import annotations
@@ -69,11 +71,6 @@ def figure(model: str, stem: str) -> str:
 
 def gifs_dir(model: str) -> str:
     return f"{images_dir(model)}/gifs"
-
-
-def figures_summary(model: str) -> str:
-    """Each figure's pixel size (written by render-grids; the page sizes its images from it)."""
-    return f"{model_dir(model)}/figures.json"
 
 
 def gifs_summary(model: str) -> str:

@@ -31,11 +31,9 @@ def page_path(path: str) -> str:
     return path.removeprefix("reports/")
 
 
-def model_figures(model: str, sizes: dict[str, dict[str, int]] | None = None) -> list[tuple[str, str, str, dict]]:
-    """(path relative to reports/, caption, CSS class, {width, height} or {}) of a model's
-    figures; `sizes` is render-grids' figures.json."""
-    return [(page_path(layout.figure(model, stem)), caption, css, (sizes or {}).get(stem, {}))
-            for stem, caption, css in MODEL_FIGURES]
+def model_figures(model: str) -> list[tuple[str, str, str]]:
+    """(path relative to reports/, caption, CSS class) of a model's figures."""
+    return [(page_path(layout.figure(model, stem)), caption, css) for stem, caption, css in MODEL_FIGURES]
 
 
 def anomaly_figures(model: str) -> list[tuple[str, str, str]]:
