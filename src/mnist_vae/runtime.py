@@ -24,7 +24,10 @@ def make_deterministic(seed: int) -> None:
     (Another thread count sums in another order: README, reproducibility.)"""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    # torch.use_deterministic_algorithms(True) sets this same flag and also torch.compile's
+    # (inductor's) config, whose import costs every stage process over a second (measured with
+    # -X importtime); no stage compiles, so the eager flag alone is the whole effect.
+    torch._C._set_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
 
 
