@@ -58,7 +58,7 @@ def timing_note(train: dict[str, Any], evaluate: dict[str, Any], device: str) ->
 
 
 def gif_rows(model: str, summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """render-gifs' summary.json of one model as rows, each with the GIF's path on the page."""
+    """render-gifs' gifs.json of one model as rows, each with the GIF's path on the page."""
     return [dict(name=name, path=page_path(f"{layout.gifs_dir(model)}/{name}"), **row) for name, row in summary.items()]
 
 
