@@ -111,7 +111,7 @@ def write_torch(path: str | Path, obj: Any) -> None:
 
 def write_png(path: str | Path, image: np.ndarray) -> None:
     """A 2-d uint8 (gray) or H x W x 3 uint8 array as PNG, encoded by Pillow (torchvision's
-    encoder did the same job but its import cost each figure stage about a second)."""
+    encoder does the same, but importing torchvision slows every figure stage's start-up)."""
     from PIL import Image
 
     arr = np.ascontiguousarray(image)

@@ -13,7 +13,7 @@ SIDE = 28
 
 def manifold_coordinates(n: int, q_low: float, q_high: float) -> np.ndarray:
     """g = Phi^-1(linspace(q_low, q_high, n)): evenly spaced quantiles of N(0, 1)."""
-    from scipy.stats import norm  # here: scipy.stats takes over half a second to import
+    from scipy.stats import norm  # here, not at the top: scipy.stats is slow to import
 
     return norm.ppf(np.linspace(q_low, q_high, n))
 

@@ -25,8 +25,8 @@ def make_deterministic(seed: int) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     torch.manual_seed(seed)
     # torch.use_deterministic_algorithms(True) sets this same flag and also torch.compile's
-    # (inductor's) config, whose import costs every stage process over a second (measured with
-    # -X importtime); no stage compiles, so the eager flag alone is the whole effect.
+    # (inductor's) config, whose import slows every stage's start-up (python -X importtime shows
+    # it); no stage compiles, so the eager flag alone is the whole effect.
     torch._C._set_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
 
