@@ -6,8 +6,14 @@ import subprocess
 
 from conftest import REPO
 
-OUTSIDE = re.compile(r"\.\./shared|parent\s*/\s*[\"']shared[\"']|parents\[\d\]\s*/\s*[\"']shared[\"']")
-ALLOWED = {".ci/run", "tests/test_repository.py"}  # CI's mirror beside its clone; this file's own examples
+def outside(folder: str) -> re.Pattern:
+    """A path into a sibling folder of the clone: a relative '../<folder>' or a pathlib parent."""
+    name = re.escape(folder)
+    return re.compile(rf"\.\./{name}\b|parents?(\[\d\])?\s*/\s*[\"']{name}[\"']")
+
+
+OUTSIDE = outside("shared")  # the folder beside this project's own checkout, and CI's
+ALLOWED = {".ci/run"}  # CI's script: the mirror beside CI's clone, exported as MNIST_MIRROR
 
 
 def tracked_text_files():
@@ -28,9 +34,11 @@ def test_nothing_in_the_repository_points_outside_it():
 
 
 def test_the_outside_pattern_catches_the_forms_it_is_for():
-    for text in ('"../shared/reference/x.md"', 'REPO.parent / "shared" / "mnist"', "parents[1] / 'shared'"):
-        assert OUTSIDE.search(text), text
-    assert not OUTSIDE.search("a shared helper")
+    """The same pattern for another sibling name, so that this file names no real one."""
+    pattern = outside("sibling")
+    for text in ('"../sibling/reference/x.md"', 'REPO.parent / "sibling" / "mnist"', "parents[1] / 'sibling'"):
+        assert pattern.search(text), text
+    assert not pattern.search("a sibling helper") and not pattern.search("../siblings/x")
 
 
 def test_make_help_lists_every_target_with_a_line():

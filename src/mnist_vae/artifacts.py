@@ -52,14 +52,14 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def non_finite(obj: Any, prefix: str = "") -> list[str]:
-    """Dotted keys of every NaN or infinite float in a JSON-like object."""
+def non_finite(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every NaN or infinite float in a JSON-like object."""
     if isinstance(obj, float):
-        return [] if math.isfinite(obj) else [prefix or "(the value)"]
+        return [] if math.isfinite(obj) else [(prefix or "(the value)", obj)]
     if isinstance(obj, dict):
-        return [k for key, v in obj.items() for k in non_finite(v, f"{prefix}.{key}" if prefix else str(key))]
+        return [kv for key, v in obj.items() for kv in non_finite(v, f"{prefix}.{key}" if prefix else str(key))]
     if isinstance(obj, (list, tuple)):
-        return [k for i, v in enumerate(obj) for k in non_finite(v, f"{prefix}[{i}]")]
+        return [kv for i, v in enumerate(obj) for kv in non_finite(v, f"{prefix}[{i}]")]
     return []
 
 
@@ -67,17 +67,9 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Valid JSON only: a NaN or infinity is an error naming the key, never a bare token."""
     bad = non_finite(obj)
     if bad:
-        raise DataError(f"{path}: refusing to write non-finite {', '.join(bad[:5])} = "
-                        f"{_value_at(obj, bad[0])}; nothing was written")
+        raise DataError(f"{path}: refusing to write non-finite {', '.join(key for key, _ in bad[:5])} = "
+                        f"{bad[0][1]}; nothing was written")
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
-
-
-def _value_at(obj: Any, dotted: str) -> Any:
-    import re
-
-    for part in re.findall(r"[^.\[\]]+", dotted):
-        obj = obj[int(part)] if isinstance(obj, (list, tuple)) else obj.get(part, obj) if isinstance(obj, dict) else obj
-    return obj
 
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:

@@ -21,79 +21,39 @@ IMAGES = "reports/images"
 # the metrics files in a model's folder (the other files there are tables, summaries, timings)
 METRICS_FILES = ("train.json", "eval.json", "anomaly.json")
 
-# render-grids' figures of one model: file stem (reports/models/<model>/<stem>.png)
+# render-grids' figures of one model: file stem (reports/images/<model>/<stem>.png)
 MODEL_FIGURES = ("manifold", "latent-scatter", "reconstructions", "prior-samples")
-# anomaly-kl-stats' figures of one model: reports/models/<model>/anomaly-<stem>.png
+# anomaly-kl-stats' figures of one model: reports/images/<model>/anomaly-<stem>.png
 ANOMALY_FIGURES = ("kl-histogram", "noise-image")
 SCORES = ("kl", "neg_elbo")
 OUTLIER_SETS = ("noise", "fashion")
 
 
-def checkpoint(model: str) -> str:
-    return f"models/{model}.pt"
+def _path(template: str, *fields: str):
+    """A path of one model's artifact: f(model, *values) fills {model} and then `fields` in order."""
+    return lambda model, *values: template.format(model=model, **dict(zip(fields, values, strict=True)))
 
 
-def tracking_frames(model: str) -> str:
-    return f"data/tracking/{model}.npz"
+checkpoint = _path("models/{model}.pt")
+tracking_frames = _path("data/tracking/{model}.npz")
+evaluation_arrays = _path("data/evaluation/{model}.npz")
+anomaly_arrays = _path("data/anomaly/{model}.npz")
 
+model_dir = _path(MODELS_REPORTS + "/{model}")  # what the report reads: small files, in git
+train_metrics = _path(MODELS_REPORTS + "/{model}/train.json")
+history = _path(MODELS_REPORTS + "/{model}/history.csv")
+eval_metrics = _path(MODELS_REPORTS + "/{model}/eval.json")
+anomaly_metrics = _path(MODELS_REPORTS + "/{model}/anomaly.json")
+roc_table = _path(MODELS_REPORTS + "/{model}/roc-{score}-{outliers}.csv", "score", "outliers")
+gifs_summary = _path(MODELS_REPORTS + "/{model}/gifs.json")  # each GIF's size, frames, levels, PSNR
+# how long a stage (train, evaluate) took: apart from the metrics, which hold results only, so
+# that `dvc metrics diff` and `dvc exp show` show only what an experiment changed
+timings = _path(MODELS_REPORTS + "/{model}/timings-{stage}.json", "stage")
 
-def evaluation_arrays(model: str) -> str:
-    return f"data/evaluation/{model}.npz"
-
-
-def anomaly_arrays(model: str) -> str:
-    return f"data/anomaly/{model}.npz"
-
-
-def model_dir(model: str) -> str:
-    return f"{MODELS_REPORTS}/{model}"
-
-
-def train_metrics(model: str) -> str:
-    return f"{model_dir(model)}/train.json"
-
-
-def history(model: str) -> str:
-    return f"{model_dir(model)}/history.csv"
-
-
-def eval_metrics(model: str) -> str:
-    return f"{model_dir(model)}/eval.json"
-
-
-def images_dir(model: str) -> str:
-    return f"{IMAGES}/{model}"
-
-
-def figure(model: str, stem: str) -> str:
-    return f"{images_dir(model)}/{stem}.png"
-
-
-def gifs_dir(model: str) -> str:
-    return f"{images_dir(model)}/gifs"
-
-
-def gifs_summary(model: str) -> str:
-    """Each GIF's size, frames, grey levels and worst PSNR (written by render-gifs)."""
-    return f"{model_dir(model)}/gifs.json"
-
-
-def timings(model: str, stage: str) -> str:
-    """How long a stage took for this model (train, evaluate): kept apart from the metrics,
-    which hold results only, so that `dvc metrics diff` and `dvc exp show` show what changed."""
-    return f"{model_dir(model)}/timings-{stage}.json"
-
-
-def anomaly_metrics(model: str) -> str:
-    return f"{model_dir(model)}/anomaly.json"
-
-
-def anomaly_figure(model: str, stem: str) -> str:
-    return f"{images_dir(model)}/anomaly-{stem}.png"
-
-
-def roc_table(model: str, score: str, outliers: str) -> str:
-    return f"{model_dir(model)}/roc-{score}-{outliers}.csv"
+images_dir = _path(IMAGES + "/{model}")  # what the page links to: figures and GIFs, DVC-cached
+gifs_dir = _path(IMAGES + "/{model}/gifs")
+figure = _path(IMAGES + "/{model}/{stem}.png", "stem")
+anomaly_figure = _path(IMAGES + "/{model}/anomaly-{stem}.png", "stem")
 
 
 # The metrics files before they moved into reports/models/<model>/ (commits up to the move):

@@ -215,15 +215,18 @@ def validate(raw: Any) -> Params:
 
 def load(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file."""
-    path = Path(path)
+    return validate(_read(Path(path)))
+
+
+def _read(path: Path) -> Any:
+    """The parsed params file (duplicate keys rejected); ParamsError naming the file."""
     try:
-        raw = yamlfile.loads(path.read_text())
+        return yamlfile.loads(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"params: {path} not found (run stages from the repository root, where params.yaml "
                           f"is; the working directory is {Path.cwd()})") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"params: {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    return validate(raw)
 
 
 # --- what a stage may read ------------------------------------------------------------------
@@ -313,11 +316,12 @@ def load_for_stage(path: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc
     """
     from . import pipeline
 
-    params = load(path)
+    raw = _read(Path(path))
+    params = validate(raw)
     if not Path(dvc_yaml).exists():
         return params
-    try:
-        stages = pipeline.stages(dvc_yaml, path)
+    try:  # params.yaml is DVC's vars for the templating: the file just read, not read again
+        stages = pipeline.resolve(yamlfile.loads(Path(dvc_yaml).read_text()) or {}, raw)
     except (yaml.YAMLError, pipeline.TemplateError) as exc:
         raise ParamsError(f"params: cannot resolve the stages of {dvc_yaml}: {' '.join(str(exc).split())}") from None
     stage = os.environ.get("DVC_STAGE") if argv is None else None
