@@ -11,7 +11,9 @@ Every measured loop runs in a fresh process, so none inherits another's threads,
 floating-point mode (the project flushes denormals to zero; the reference does not).
 
 Prints seconds per epoch, their ratio, the test loss each reached and the project's achieved
-GFLOP/s against a measured matrix-product throughput; writes reports/benchmark.json and .md.
+GFLOP/s against a measured matrix-product throughput; each epoch against its own matrix products
+timed alone (the floor); the IWAE evaluation, fused and plain, against its decoder's products
+alone; writes reports/benchmark.json and .md.
 
     python benchmarks/train_speed.py [--epochs 2] [--skip-dvc] [--device auto]
     python benchmarks/train_speed.py --epochs 10 --skip-dvc --device cuda     # the GPU check
@@ -37,9 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_vae import artifacts, data, params
-from mnist_vae.runtime import resolve_device
+from mnist_vae.runtime import flush_denormals, keep_freed_memory, resolve_device
 from mnist_vae.training import fit
-from mnist_vae.workspace import copy_worktree, cpu_name, dvc_exe, tool_env
+from mnist_vae.machine import cpu_name
+from mnist_vae.workspace import copy_worktree, dvc_exe, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,6 +154,115 @@ def matmul_gflops(device: torch.device, repeats: int = 300) -> float:
     return 2 * 128 * 784 * 400 * repeats / (time.perf_counter() - t0) / 1e9
 
 
+def _linear_layers(net) -> list[nn.Linear]:
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+def _time_products(products, repeats: int, device: torch.device) -> float:
+    """Seconds for `repeats` rounds of the given (a, b, out) matrix products, each into its
+    preallocated output (after a warm-up round)."""
+    def one_round():
+        for a, b, out in products:
+            torch.mm(a, b, out=out)
+    one_round()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        one_round()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def training_floor(model_name: str, device: str, n_train: int = 60000, n_test: int = 10000) -> float:
+    """Seconds of one epoch's matrix products alone, for the fused step at the params' batch
+    size: forward through every Linear, each layer's weight gradient, the input gradient of every
+    layer but the first, for every batch; plus the per-epoch test loss's forward products."""
+    p = params.load(REPO / "params.yaml")
+    arch, dev = p.model(model_name), torch.device(device)
+    cfg = arch.training(p.train)
+    from mnist_vae.model import build
+
+    layers = [(m.in_features, m.out_features) for m in _linear_layers(build(arch))]
+    # the encoder's head outputs [mu | logvar]; the decoder's first layer takes z
+    def step_products(n: int, backward: bool):
+        new = lambda *shape: torch.randn(*shape, device=dev)  # noqa: E731
+        out = []
+        for i, (fan_in, fan_out) in enumerate(layers):
+            out.append((new(n, fan_in), new(fan_in, fan_out), new(n, fan_out)))
+            if backward:
+                out.append((new(fan_out, n), new(n, fan_in), new(fan_out, fan_in)))
+                if i > 0:
+                    out.append((new(n, fan_out), new(fan_out, fan_in), new(n, fan_in)))
+        return out
+    full, last = divmod(n_train, cfg.batch_size)
+    seconds = _time_products(step_products(cfg.batch_size, True), full, dev)
+    if last:
+        seconds += _time_products(step_products(last, True), 1, dev)
+    return seconds + _time_products(step_products(p.train.eval_batch_size, False), n_test // p.train.eval_batch_size, dev)
+
+
+def iwae_side_by_side(model_name: str, device: str, images: int) -> dict:
+    """The evaluate stage's IWAE (mnist_vae.evaluation.iwae_nll, K and chunk from params.yaml) on
+    `images` real test images with a freshly initialised model of this architecture (the time
+    does not depend on the weights), the same with objective.py's plain log weights (the code
+    before the fused log-likelihood), and the floor: the decoder's matrix products alone for the
+    same samples, in passes of the same size, each into a preallocated output."""
+    from mnist_vae import objective
+    from mnist_vae.evaluation import iwae_nll
+    from mnist_vae.model import build
+
+    flush_denormals()
+    keep_freed_memory()  # as the evaluate stage does
+    torch.manual_seed(0)
+    p = params.load(REPO / "params.yaml")
+    dev = torch.device(device)
+    net = build(p.model(model_name)).to(dev).eval()
+    k, chunk = p.evaluate.iwae_k, p.evaluate.iwae_chunk
+    x = (torch.rand(images, 784, device=dev) < 0.13).float()
+    per_pass = max(1, (2_000 if dev.type == "cpu" else 200_000) // min(k, chunk))
+    iwae_nll(net, x[:per_pass], k, 0, chunk, progress=False)  # warm-up
+
+    def timed(fn):
+        _sync(dev)
+        t0 = time.perf_counter()
+        result = fn()
+        _sync(dev)
+        return time.perf_counter() - t0, result
+
+    fused_s, fused = timed(lambda: iwae_nll(net, x, k, 0, chunk, progress=False))
+    original = objective._FusedLogWeights
+
+    class Plain:  # objective.py's unfused log weights, the oracle the tests hold the fused ones to
+        def __init__(self, model, xb, mu, logvar):
+            self.args = (model, xb, mu, logvar)
+
+        def __call__(self, eps):
+            return objective._log_weights(*self.args, eps)
+
+    objective._FusedLogWeights = Plain
+    try:
+        plain_s, plain = timed(lambda: iwae_nll(net, x, k, 0, chunk, progress=False))
+    finally:
+        objective._FusedLogWeights = original
+    rows = per_pass * min(k, chunk)
+    decoder = _linear_layers(net.decoder)
+    inputs = [torch.relu(torch.randn(rows, m.in_features, device=dev)) for m in decoder]
+    passes = images * k // rows
+
+    def as_evaluated():  # the hidden layers through addmm, the 784-wide one through objective.linear
+        for h, m in zip(inputs[:-1], decoder[:-1]):
+            torch.addmm(m.bias, h, m.weight.t())
+        objective.linear(inputs[-1], decoder[-1])
+
+    as_evaluated()
+    floor_s, _ = timed(lambda: [as_evaluated() for _ in range(passes)])
+    products = [(h, m.weight.detach().t().contiguous(), torch.empty(rows, m.out_features, device=dev))
+                for h, m in zip(inputs, decoder)]
+    mm_s = _time_products(products, passes, dev)
+    return {"images": images, "k": k, "rows_per_pass": rows, "fused_seconds": fused_s, "plain_seconds": plain_s,
+            "floor_seconds": floor_s, "mm_floor_seconds": mm_s, "max_abs_difference": float((fused - plain).abs().max())}
+
+
 def flops_per_epoch(n_images: int = 60000) -> float:
     """Training FLOPs of one 20-d epoch: forward 2 MACs, weight gradients 2 MACs, input gradients
     2 MACs for every layer but the first (no gradient w.r.t. the data)."""
@@ -193,6 +305,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=199)
     ap.add_argument("--skip-dvc", action="store_true", help="do not time the full and no-op dvc repro")
+    ap.add_argument("--iwae-images", type=int, default=500, help="test images in the IWAE timing")
     ap.add_argument("--out", default=str(REPO / "reports" / "benchmark"))
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -219,6 +332,12 @@ def main() -> None:
             runs[name] = isolated(fn, *a, **kw)
             print(f"{name}: seconds per epoch {[round(t, 3) for t in runs[name]['epoch_seconds']]}, "
                   f"test loss {runs[name]['test_loss']:.2f}", flush=True)
+        floors = {m: isolated(training_floor, m, dev) for m in ("vae20d", "vae2d")}
+        print(f"matrix products of one epoch alone: {floors}", flush=True)
+        iwae = {m: isolated(iwae_side_by_side, m, dev, args.iwae_images) for m in ("vae20d", "vae2d")}
+        for m, r in iwae.items():
+            print(f"IWAE {m}: fused {r['fused_seconds']:.2f} s, plain {r['plain_seconds']:.2f} s, "
+                  f"products alone {r['floor_seconds']:.2f} s (torch.mm {r['mm_floor_seconds']:.2f} s)", flush=True)
         dvc_times = {} if args.skip_dvc else time_dvc(tmp)
 
     ref, proj, auto = runs["reference"], runs["project"], runs["autograd step"]
@@ -237,7 +356,9 @@ def main() -> None:
         "matmul_gflops": gflops_peak, "project_gflops": achieved,
         "gflop_per_epoch": flops_per_epoch() / 1e9, "vae2d_seconds_per_epoch": two_off,
         "vae2d_tracking_seconds_per_epoch": two_on, "vae2d_tracking_overhead": two_on / two_off - 1,
-        "runs": runs, **dvc_times,
+        "training_floor_seconds": floors, "epoch_floor_ratio": {"vae20d": proj_s / floors["vae20d"],
+                                                               "vae2d": two_off / floors["vae2d"]},
+        "iwae": iwae, "runs": runs, **dvc_times,
     }
     rows = [
         ("seconds per 20-d epoch", f"{ref_s:.2f}", f"{proj_s:.2f}", f"{auto_s:.2f}"),
@@ -249,6 +370,9 @@ def main() -> None:
         ("GFLOP/s achieved (matmul throughput measured)", "", f"{achieved:.0f} ({gflops_peak:.0f})", ""),
         ("seconds per 20-d epoch with tracking on", "", f"{tr_s:.2f}", ""),
         ("seconds per 2-d epoch, tracking off / on", "", f"{two_off:.2f} / {two_on:.2f} ({two_on / two_off - 1:+.0%})", ""),
+        ("an epoch's matrix products alone, 20-d / 2-d (s)", "", f"{floors['vae20d']:.2f} / {floors['vae2d']:.2f}", ""),
+        ("epoch / its products alone, 20-d / 2-d", "",
+         f"{proj_s / floors['vae20d']:.2f}x / {two_off / floors['vae2d']:.2f}x", ""),
     ]
     if "eager step, no CUDA graph" in runs:
         eager = runs["eager step, no CUDA graph"]
@@ -260,6 +384,17 @@ def main() -> None:
           "test loss evaluated after every epoch in every loop.", "",
           "| measure | reference-style loop | project | project, autograd step |", "|---|---|---|---|"]
     md += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    md += ["", f"IWAE bound, K = {iwae['vae20d']['k']}, on {args.iwae_images} test images, in passes of "
+           f"{iwae['vae20d']['rows_per_pass']} samples: the evaluate stage's code (fused log-likelihood), the same "
+           "with objective.py's plain log weights, and the decoder's matrix products alone for the same samples, "
+           "as the evaluation runs them (the 784-wide one through objective.linear: oneDNN on a CPU) and "
+           "through torch.mm (MKL's sgemm on a CPU).", "",
+           "| model | IWAE, fused (s) | IWAE, plain (s) | products alone (s) | fused / products | plain / products "
+           "| products through torch.mm (s) | largest per-image difference (nats) |",
+           "|---|---|---|---|---|---|---|---|"]
+    md += [f"| {m} | {r['fused_seconds']:.2f} | {r['plain_seconds']:.2f} | {r['floor_seconds']:.2f} | "
+           f"**{r['fused_seconds'] / r['floor_seconds']:.2f}x** | {r['plain_seconds'] / r['floor_seconds']:.2f}x | "
+           f"{r['mm_floor_seconds']:.2f} | {r['max_abs_difference']:.1e} |" for m, r in iwae.items()]
     text = "\n".join(md)
     print(text)
     artifacts.write_json(args.out + ".json", result)

@@ -27,10 +27,11 @@ def main() -> None:
     from mnist_vae import anomaly, figures  # torch: only once params and data are known good
     from mnist_vae.frames import upscale
     from mnist_vae.model import load_checkpoint
-    from mnist_vae.runtime import make_deterministic, resolve_device, to_tensor
+    from mnist_vae.runtime import keep_freed_memory, make_deterministic, resolve_device, to_tensor
 
     device = resolve_device(p.train.device)
     make_deterministic(cfg.seed)
+    keep_freed_memory()
     model = load_checkpoint(layout.checkpoint(args.model), device)
     noise_image = anomaly.uniform_noise_images(1, cfg.seed)
     sets = {

@@ -15,10 +15,11 @@ def main() -> None:
     p = params.load_for_stage()
     from mnist_vae.evaluation import evaluate_model  # torch: only once the params are known good
     from mnist_vae.model import load_checkpoint
-    from mnist_vae.runtime import make_deterministic, resolve_device, to_tensor
+    from mnist_vae.runtime import keep_freed_memory, make_deterministic, resolve_device, to_tensor
 
     device = resolve_device(p.train.device)
     make_deterministic(p.evaluate.seed)
+    keep_freed_memory()
     model = load_checkpoint(layout.checkpoint(args.model), device)
     test_x = to_tensor(artifacts.read_npz(args.data, ["test_x"])["test_x"][:p.train.test_limit], device)
     result = evaluate_model(model, test_x, p.evaluate, p.train.eval_batch_size)

@@ -45,7 +45,8 @@ def test_a_finite_run_is_not_stopped():
     out = fit(p.models["vae2d"], p.train, p.tracking, x, x[:64], progress=False, name="vae2d")
     assert math.isfinite(out["metrics"]["test_loss"])
     assert not any("seconds" in key for key in out["metrics"])  # timings are not metrics
-    assert set(out["timings"]) == {"train_seconds", "tracking_seconds", "epoch_seconds"}
+    assert set(out["timings"]) == {"train_seconds", "tracking_seconds", "epoch_seconds", "machine"}
+    assert out["timings"]["machine"]["threads"] == torch.get_num_threads() and out["timings"]["machine"]["device"] == "cpu"
 
 
 def test_write_json_refuses_nan_naming_the_key_and_writes_nothing(tmp_path):

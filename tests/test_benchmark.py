@@ -25,3 +25,16 @@ def test_the_project_loop_reports_its_timings_and_loss(tmp_path):
     assert set(out) == {"epoch_seconds", "test_loss", "train_seconds", "device"}
     assert len(out["epoch_seconds"]) == 2 and out["train_seconds"] >= sum(out["epoch_seconds"]) * 0.9
     assert out["device"] == "cpu" and 100 < out["test_loss"] < 543
+
+
+def test_the_iwae_timing_runs_both_paths_and_they_agree():
+    out = load_benchmark().iwae_side_by_side("vae2d", "cpu", images=20)
+    assert out["images"] == 20 and out["k"] == 1000 and out["rows_per_pass"] == 2000
+    assert min(out["fused_seconds"], out["plain_seconds"], out["floor_seconds"]) > 0
+    assert out["max_abs_difference"] < 1e-3
+
+
+def test_the_training_floor_times_every_product_of_an_epoch():
+    bench = load_benchmark()
+    small, large = (bench.training_floor("vae20d", "cpu", n_train=n, n_test=2000) for n in (1280, 12800))
+    assert 0 < small < large  # ten times the batches: more products to time

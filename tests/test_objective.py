@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from mnist_vae.objective import (batch_loss, bernoulli_nll, iwae_bound, kl_divergence, log_importance_weights,
-                                 log_normal)
+from mnist_vae.objective import (batch_loss, bernoulli_nll, bernoulli_nll_fast, iwae_bound, kl_divergence,
+                                 log_importance_weights, log_normal, softplus_row_sums)
 
 
 def test_loss_on_hand_computed_two_image_example():
@@ -80,6 +80,59 @@ def test_chunked_iwae_equals_one_logsumexp_over_the_same_samples(small_model, ch
     bound = iwae_bound(small_model, x, k=60, generator=None, chunk=chunk, draw=draw)
     assert served == [min(chunk, 60 - i) for i in range(0, 60, chunk)]
     torch.testing.assert_close(bound, one_shot, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [784, 97, 101, 1])
+def test_softplus_row_sums_equal_softplus_within_rounding(width):
+    """The fast path against float64 softplus: logits from -100 to 100, zeros and the exact
+    group boundaries; 784 pixels split into groups of 98, a prime width into one group (97) or
+    into single pixels (101 > 100)."""
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.cat([torch.randn(200, width, generator=gen) * 15 - 5,
+                        torch.linspace(-100, 100, 50 * width).reshape(50, width),
+                        torch.zeros(1, width), torch.full((1, width), -30.0), torch.full((1, width), 30.0)])
+    want = torch.nn.functional.softplus(logits.double()).sum(-1)
+    got = softplus_row_sums(logits, torch.empty_like(logits))
+    assert (got.double() - want).abs().max().item() < 1e-4 + 2e-7 * want.abs().max().item()
+    assert got[-3].item() == pytest.approx(width * math.log(2), rel=1e-6)
+
+
+def test_bernoulli_nll_fast_equals_the_plain_one():
+    gen = torch.Generator().manual_seed(6)
+    logits = torch.randn(3, 40, 784, generator=gen) * 8 - 4
+    x = (torch.rand(40, 784, generator=gen) > 0.8).float()
+    torch.testing.assert_close(bernoulli_nll_fast(logits, x), bernoulli_nll(logits, x.expand_as(logits)),
+                               rtol=0, atol=2e-3)
+
+
+def test_fused_iwae_equals_the_plain_log_weights_per_image():
+    """The evaluation's fused log-likelihood (x.l through the last hidden layer, softplus sums by
+    product) against objective.py's plain log weights on the same images and draws, for a 20-d
+    decoder whose logits span a trained one's range. An untrained encoder makes log w about
+    -2000 here, so the bound is relative (float32 rounding of sums that large); the 1e-3-nat
+    bound on a trained model's real values is in tests/test_pipeline.py."""
+    from mnist_vae.model import VAE
+
+    torch.manual_seed(11)
+    model = VAE(latent_dim=20, encoder_hidden=[64]).eval()
+    with torch.no_grad():
+        model.decoder[-1].weight.mul_(150)
+        model.decoder[-1].bias.sub_(6)
+    x = (torch.rand(20, 784, generator=torch.Generator().manual_seed(2)) > 0.85).float()
+    eps = torch.randn((500, 20, 20), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        log_w = log_importance_weights(model, x, eps)
+        logits = model.decode_logits(model.encode(x)[0])
+    assert logits.min() < -30 and logits.max() > 10  # a trained 20-d decoder's range: -36 to 11
+    plain = torch.logsumexp(log_w, dim=0) - math.log(500)
+    served = []
+
+    def draw(n, shape):
+        served.append(n)
+        return eps[sum(served) - n:sum(served)]
+
+    fused = iwae_bound(model, x, k=500, generator=None, chunk=100, draw=draw)
+    assert ((fused - plain).abs() / plain.abs()).max().item() < 2e-6
 
 
 def test_active_units_counts_dimensions_whose_mean_varies():

@@ -107,3 +107,29 @@ def test_leave_one_out_flags_a_run_the_others_do_not_cover():
         {"f.json:rate": {"mean": 0.99998, "std": 0.00007, "variants": {}}}, [], k=3, floor=0.0001,
         max_useful_rel=0.2, runs={f"r{i}": {"f.json:rate": v} for i, v in enumerate(saturated)})}
     assert rules["f.json:rate"]["gated"] is False and rules["f.json:rate"]["why"].startswith("leave-one-out")
+
+
+def test_catch_probability_of_a_shift_under_noise():
+    # noiseless: a shift beyond the tolerance is always caught, within it never
+    assert spread.catch_probability(1.0, 0.982, 0.0) == 1.0 and spread.catch_probability(0.9, 0.982, 0.0) == 0.0
+    # a shift equal to the tolerance: half the noise pushes it over (the other tail is negligible)
+    assert spread.catch_probability(1.0, 1.0, 0.1) == pytest.approx(0.5, abs=1e-12)
+    # one sigma beyond: Phi(1) = 0.8413
+    assert spread.catch_probability(1.1, 1.0, 0.1) == pytest.approx(0.841345, abs=1e-6)
+    # no shift: the two-sided false-alarm rate 2 Phi(-2.9) = 0.00373
+    assert spread.catch_probability(0.0, 0.29, 0.1) == pytest.approx(0.0037320, abs=1e-6)
+
+
+def test_same_seed_sigma_and_its_upper_bound():
+    row = {"std": 0.25, "variants": {"a": {"delta": 0.03}, "b": {"delta": -0.14}, "c": {"delta": 0.05}}}
+    sigma, n = spread.same_seed_sigma(row)
+    assert n == 3 and sigma == pytest.approx(math.sqrt((0.03 ** 2 + 0.14 ** 2 + 0.05 ** 2) / 3))
+    # chi^2 with 3 degrees of freedom: 5 % quantile 0.3518
+    assert spread.sigma_upper_bound(sigma, n) == pytest.approx(sigma * math.sqrt(3 / 0.351846), rel=1e-5)
+    out = spread.power_under_noise("f.json:loss", 1.0, row, tolerance=0.982, k=2.9)
+    assert out["p_caught_noiseless"] == 1.0 and 0.5 < out["p_caught"] < 0.6
+    assert out["same_seed_tolerance"] == pytest.approx(2.9 * sigma)
+    # 3 runs cannot show the machine spread to be much smaller than the seed spread (0.354)
+    assert out["same_seed_sigma_upper95"] > 0.5 * 0.25 * math.sqrt(2)
+    assert out["same_seed_adopted"] is False
+    assert spread.same_seed_sigma({"std": 1.0, "variants": {}})[1] == 0

@@ -28,6 +28,38 @@ def batch_loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: 
     return bce, kl
 
 
+def _product_group(width: int, largest: int = 100) -> int:
+    """The largest divisor of `width` up to `largest`: a product of that many factors in [1/2, 1)
+    stays above 2^-100, far from float32's smallest normal number, 2^-126."""
+    return max(g for g in range(1, min(width, largest) + 1) if width % g == 0)
+
+
+def softplus_row_sums(logits: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+    """sum_j softplus(l_j) per row of a 2-d tensor of logits, with `work` (same shape) as scratch.
+
+    softplus(l) = max(l, 0) - log sigmoid(|l|), and the logs are summed as the log of a product
+    over groups of pixels. Why not F.softplus: it calls log1p per element, which on the CPUs
+    measured here (`make bench`) costs more than the matrix product that made the logits; the
+    sigmoid is vectorised and cheap, and one log per group replaces one per pixel. The result
+    equals F.softplus(l).sum(-1) within float rounding: sigmoid(|l|) rounds by at most 6e-8, a
+    product of 100 factors by about 6e-6 (tests/test_objective.py bounds the sum's error).
+    """
+    rows, width = logits.shape
+    positive = torch.clamp(logits, min=0, out=work).sum(-1)
+    torch.abs(logits, out=work).sigmoid_()
+    return positive - work.view(rows, -1, _product_group(width)).prod(-1).log_().sum(-1)
+
+
+@torch.no_grad()
+def bernoulli_nll_fast(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """:func:`bernoulli_nll` without autograd, for evaluation: softplus sums by
+    :func:`softplus_row_sums`, equal within float rounding (tests/test_objective.py).
+    `logits` is ... x 784 and `x` broadcasts to it."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    softplus = softplus_row_sums(flat, torch.empty_like(flat)).view(logits.shape[:-1])
+    return softplus - (logits * x).sum(-1)
+
+
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag(exp(logvar))), summed over the last dimension."""
     return -0.5 * torch.sum(LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp(), dim=-1)
@@ -47,6 +79,48 @@ def log_importance_weights(model, x: torch.Tensor, eps: torch.Tensor) -> torch.T
     return _log_weights(model, x, mu, logvar, eps)
 
 
+def linear(h: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
+    """h W^T + b, the evaluation's large products: through oneDNN on a CPU, else torch.addmm. Why: MKL's sgemm, which addmm calls on a CPU, took
+    twice as long as oneDNN for these shapes on the AMD EPYC measured; `make bench` times both.
+    Both are float32 products; they differ by rounding only (tests/test_objective.py)."""
+    if h.device.type == "cpu" and torch.backends.mkldnn.is_available():
+        return torch.ops.aten.mkldnn_linear(h.to_mkldnn(), layer.weight, layer.bias).to_dense()
+    return torch.addmm(layer.bias, h, layer.weight.t())
+
+
+class _FusedLogWeights:
+    """log p(x, z_k) - log q(z_k | x) for one batch of images, as `_log_weights` computes it,
+    with the Bernoulli log-likelihood fused: log p(x|z) = x.l - sum_j softplus(l_j).
+
+    The decoder's last layer is l = h W^T + b, so x.l = h.(x W) + x.b: a dot product of each
+    sample's last hidden layer with its image's x W (H-wide, not 784-wide) replaces a pass over
+    the logits, and the softplus sum is :func:`softplus_row_sums`. The 784-wide product is
+    :func:`linear`; the scratch lives in a buffer reused for every chunk of samples. The Gaussian
+    terms use (z - mu) / sigma = eps. tests/test_objective.py holds it to `_log_weights`.
+    """
+
+    def __init__(self, model, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
+        self.hidden, self.last = model.decoder[:-1], model.decoder[-1]
+        self.mu, self.logvar, self.std = mu, logvar, torch.exp(0.5 * logvar)
+        self.x_w = x @ self.last.weight                                  # B x H
+        self.x_b = x @ self.last.bias                                    # B
+        self.half_logvar_sum = 0.5 * logvar.sum(-1)
+        self._work: dict[int, torch.Tensor] = {}
+
+    def __call__(self, eps: torch.Tensor) -> torch.Tensor:
+        n, b, _ = eps.shape
+        z = torch.addcmul(self.mu, self.std, eps)
+        hidden = self.hidden(z)                                          # n x B x H
+        h = hidden.reshape(n * b, -1)
+        if n * b not in self._work:
+            self._work[n * b] = h.new_empty((n * b, self.last.out_features))
+        logits = linear(h, self.last)
+        softplus = softplus_row_sums(logits, self._work[n * b]).view(n, b)
+        x_dot_l = (hidden * self.x_w).sum(-1) + self.x_b
+        log_pz_minus_log_q = 0.5 * (eps.square().sum(-1) - z.square().sum(-1)) + self.half_logvar_sum
+        return x_dot_l - softplus + log_pz_minus_log_q
+
+
 @torch.no_grad()
 def iwae_bound(model, x: torch.Tensor, k: int, generator: torch.Generator | None, chunk: int = 100,
                draw=None) -> torch.Tensor:
@@ -59,12 +133,13 @@ def iwae_bound(model, x: torch.Tensor, k: int, generator: torch.Generator | None
     mu, logvar = model.encode(x)
     if draw is None:
         draw = lambda n, shape: torch.randn((n, *shape), generator=generator, device=x.device)  # noqa: E731
+    log_weights = _FusedLogWeights(model, x, mu, logvar)
     total = torch.full((x.shape[0],), -math.inf, device=x.device)
     done = 0
     while done < k:
         n = min(chunk, k - done)
         eps = draw(n, mu.shape)
-        log_w = _log_weights(model, x, mu, logvar, eps)
+        log_w = log_weights(eps)
         total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
         done += n
     return total - math.log(k)
@@ -76,4 +151,4 @@ def negative_elbo_samples(model, x: torch.Tensor, samples: int, generator: torch
     mu, logvar = model.encode(x)
     eps = torch.randn((samples, *mu.shape), generator=generator, device=x.device)
     logits = model.decode_logits(mu + torch.exp(0.5 * logvar) * eps)
-    return bernoulli_nll(logits, x.expand_as(logits)).mean(dim=0) + kl_divergence(mu, logvar)
+    return bernoulli_nll_fast(logits, x).mean(dim=0) + kl_divergence(mu, logvar)

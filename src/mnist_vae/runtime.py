@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .errors import ParamsError
+from .machine import cpu_name
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,6 +45,35 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
+def keep_freed_memory() -> None:
+    """Keep freed memory in the process's heap instead of handing it back to the OS (glibc's
+    mallopt; elsewhere a no-op). The evaluation allocates a fresh tensor of logits, megabytes, for
+    every pass; glibc maps each one anew and every page faults on first touch, which cost more
+    than the matrix product itself (`make bench`). Results do not change."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):  # not glibc
+        return
+    if mallopt is not None:
+        mallopt(-3, 512 << 20)  # M_MMAP_THRESHOLD: blocks below 512 MB come from the heap
+        mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD: keep up to 1 GB of free heap
+
+
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 0/1 images (N x 784) as one float32 tensor on the device."""
     return torch.from_numpy(np.ascontiguousarray(images)).to(device=device, dtype=torch.float32)
+
+
+def describe_machine(device: torch.device) -> dict[str, object]:
+    """The machine a run ran on, recorded beside its timings: another CPU or thread count sums
+    in another order (README, reproducibility), so the spread study groups runs by it."""
+    info: dict[str, object] = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+                               "torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

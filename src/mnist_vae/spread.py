@@ -148,8 +148,15 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         "# Spread study",
         "",
-        f"{study['what']}. Seeds: {', '.join(map(str, study['seeds']))} (n = {study['n_seeds']}); "
-        f"machine: {study['machine']}. Regenerate with `make spread` (then `make tolerances`).",
+        f"{study['what']}. Seeds: {', '.join(map(str, study['seeds']))} (n = {study['n_seeds']}). "
+        "Regenerate with `make spread` on one machine, or the fan-out of docs/reproducibility.md on many "
+        "(then `make tolerances`).",
+        "",
+        "Machines (each run's own record, reports/models/vae20d/timings-train.json):",
+        "",
+        "| run | machine |",
+        "|---|---|",
+        *[f"| {run} | {machine} |" for run, machine in study["machines"].items()],
         "",
         "Columns: mean, std (ddof 1), min and max over the seed runs; `default`: the default params and seed on this "
         "machine, and its z against the seed runs; for each same-seed variant, its difference from `default` "
@@ -255,3 +262,63 @@ def check_reference(doc: Any, path: str = "reference.yaml") -> dict[str, Any]:
         if len(losses["train_loss"]) != len(losses["test_loss"]):
             raise bad(f"epochs.{model}", "train_loss and test_loss must have one value per epoch each")
     return doc
+
+
+# --- the gate's power under same-seed machine noise ---------------------------------------------
+
+
+def same_seed_sigma(row: dict[str, Any]) -> tuple[float, int]:
+    """(root mean square of the same-seed variants' differences from the default run, their
+    number): the spread of a rerun of the committed seed on another machine, thread count or
+    step, which is what CI's rerun faces."""
+    deltas = [v["delta"] for v in row.get("variants", {}).values()]
+    if not deltas:
+        return math.nan, 0
+    return math.sqrt(sum(d * d for d in deltas) / len(deltas)), len(deltas)
+
+
+def _phi(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def catch_probability(shift: float, tolerance: float, sigma: float) -> float:
+    """P(|shift + noise| > tolerance) for noise ~ N(0, sigma^2): the chance that the gate fails a
+    rerun whose metric moved by `shift`, when the rerun also carries machine noise of spread sigma
+    (shift 0: the false-alarm rate)."""
+    if sigma == 0:
+        return float(abs(shift) > tolerance)
+    return _phi((shift - tolerance) / sigma) + _phi((-shift - tolerance) / sigma)
+
+
+def sigma_upper_bound(sigma: float, n: int, confidence: float = 0.95) -> float:
+    """One-sided upper confidence bound on a spread estimated as the RMS of n zero-mean differences
+    (sigma^2 n / chi^2_{1-confidence, n}): with a few machines the estimate itself is uncertain."""
+    from scipy.stats import chi2
+
+    return sigma * math.sqrt(n / chi2.ppf(1 - confidence, n)) if n > 0 else math.inf
+
+
+def power_under_noise(metric: str, shift: float, row: dict[str, Any], tolerance: float, k: float,
+                      much_smaller: float = 0.5) -> dict[str, Any]:
+    """The gate against a deliberate shift of one metric, under the measured same-seed noise.
+
+    Seed-based gate: P(caught) with today's tolerance. The same-seed alternative, tolerance
+    k x sigma_same (a rerun of the committed seed only varies by machine), is adopted only when
+    the 95 % upper bound of sigma_same is below `much_smaller` x the seed spread of a difference
+    (std x sqrt 2); its chance of catching the shift and its false-alarm rate are given either way.
+    """
+    sigma, n = same_seed_sigma(row)
+    seed_diff = row["std"] * math.sqrt(2)
+    upper = sigma_upper_bound(sigma, n)
+    same_tol = k * sigma
+    return {
+        "metric": metric, "shift": shift, "tolerance": tolerance, "seed_sigma_diff": seed_diff,
+        "same_seed_sigma": sigma, "same_seed_runs": n, "same_seed_sigma_upper95": upper,
+        "p_caught": catch_probability(shift, tolerance, sigma),
+        "p_caught_noiseless": float(abs(shift) > tolerance),
+        "p_false_alarm": catch_probability(0.0, tolerance, sigma),
+        "same_seed_tolerance": same_tol,
+        "same_seed_p_caught": catch_probability(shift, same_tol, sigma),
+        "same_seed_p_false_alarm": catch_probability(0.0, same_tol, sigma),
+        "same_seed_adopted": bool(upper < much_smaller * seed_diff),
+    }

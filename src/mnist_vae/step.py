@@ -47,7 +47,7 @@ class _Buffers:
     dec: list[torch.Tensor]      # post-ReLU decoder activations
     dec_grad: list[torch.Tensor]
     logits: torch.Tensor
-    logits_grad: torch.Tensor    # also holds the per-pixel BCE before the gradient overwrites it
+    logits_grad: torch.Tensor    # also the loss's scratch before the gradient overwrites it
 
 
 def _linears(seq: nn.Sequential, last_activated: bool) -> list[nn.Linear]:
@@ -151,8 +151,8 @@ class ElboStep:
         last = self.decoder[-1]
         torch.addmm(last.bias, h, last.weight.t(), out=b.logits)
         # loss: BCE = sum(softplus(l) - x * l), KL = sum(mu^2 + sigma^2 - 1 - logvar) / 2
-        torch.ops.aten.softplus.out(b.logits, 1, 20, out=b.logits_grad)
-        self.total.add_(b.logits_grad.sum()).sub_(torch.dot(x.reshape(-1), b.logits.view(-1)))
+        softplus = objective.softplus_row_sums(b.logits, b.logits_grad).sum()  # logits_grad as scratch
+        self.total.add_(softplus).sub_(torch.dot(x.reshape(-1), b.logits.view(-1)))
         kl = mu.square().sum() + b.std.square().sum() - logvar.sum() - mu.numel()
         self.total.add_(kl, alpha=0.5)
         # backward through the decoder

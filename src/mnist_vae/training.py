@@ -16,7 +16,7 @@ from tqdm import tqdm
 from . import model as model_lib
 from .errors import MnistVaeError
 from .inference import evaluate_elbo
-from .runtime import flush_denormals, make_deterministic, resolve_device, to_tensor
+from .runtime import describe_machine, flush_denormals, keep_freed_memory, make_deterministic, resolve_device, to_tensor
 from .step import check_against_autograd, make_step
 from .tracking import Tracker, make_tracker
 
@@ -105,6 +105,7 @@ def fit(arch: Any, cfg: Any, tracking: Any, train_images: np.ndarray, test_image
     batch; autograd: objective.py through autograd); ``step_kind`` overrides it for benchmarks.
     """
     flush_denormals()
+    keep_freed_memory()
     cfg = arch.training(cfg)  # this model's overrides of the shared train params, if any
     device = resolve_device(cfg.device)
     make_deterministic(cfg.seed)
@@ -134,6 +135,6 @@ def fit(arch: Any, cfg: Any, tracking: Any, train_images: np.ndarray, test_image
         "epochs": cfg.epochs, "device": str(device), "parameters": parameters,
     }
     timings = {"train_seconds": result["train_seconds"], "tracking_seconds": tracker.seconds if tracker else 0.0,
-               "epoch_seconds": [h["seconds"] for h in result["history"]]}
+               "epoch_seconds": [h["seconds"] for h in result["history"]], "machine": describe_machine(device)}
     return {"model": net, "metrics": metrics, "timings": timings, "history": result["history"],
             "frames": tracker.arrays() if tracker else None}

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 
+
 def tool_env(**extra: str) -> dict[str, str]:
     """The environment for DVC and stage subprocesses: this interpreter's bin first on PATH,
     so dvc.yaml's `python` is the same Python (the project's venv)."""
@@ -42,16 +43,3 @@ def copy_worktree(source: Path, dest: Path, commit: bool = True) -> Path:
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-c", "user.name=scratch", "-c", "user.email=scratch@localhost", *args], cwd=repo,
                           capture_output=True, text=True, check=True).stdout
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown cpu"
