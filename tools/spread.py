@@ -1,41 +1,56 @@
 """The spread study (make spread): how far every metric moves between runs of the default
-pipeline that differ only in their seeds, or only in their floating-point order, measured with
-DVC's own experiment queue. Its output is committed; tools/derive_tolerances.py turns it into
-tolerances.yaml.
+pipeline that differ only in their seeds, or only in their floating-point order (thread count,
+training step, machine), run as DVC experiments. Its output is committed; tools/derive_tolerances.py
+turns it into tolerances.yaml.
 
-  python tools/spread.py queue  [--seeds 1 2 ...]  queue one experiment per seed (train.seed,
-                                                   evaluate.seed and anomaly.seed all set to it)
-                                                   plus the default params ("spread-default")
+One machine (make spread):
+  python tools/spread.py queue  [--seeds 1 2 ...]  queue the study's experiments (`plan`) but the
+                                                   thread-count variant, which the queue cannot run
   python tools/spread.py start  [--jobs 1]         dvc queue start, wait until the queue is done
-  python tools/spread.py variants                  the default seed with 1 torch thread instead of
-                                                   the machine's default (another summation order),
-                                                   run with `dvc exp run --temp --force`
-  python tools/spread.py collect [--other-machine NAME=REV ...]
-                                                   dvc exp show --json -> reports/spread/summary.{json,md}
-  python tools/spread.py all                       the four in order (make spread)
+  python tools/spread.py variants                  spread-threads-1 (OMP_NUM_THREADS=1), with
+                                                   `dvc exp run --temp`
+  python tools/spread.py collect [--pull GIT_REMOTE] [--other-machine NAME=REV ...]
+                                                   the study's experiments (pulled from GIT_REMOTE
+                                                   first when given) -> reports/spread/summary.*
+  python tools/spread.py all                       queue, start, variants, collect
+
+Many machines (.github/workflows/spread.yml, docs/reproducibility.md for Slurm): each machine is a
+clone that runs one experiment and pushes it; one clone collects them all.
+  python tools/spread.py plan [--seeds ...] [--names | --runners R ...]
+                                                   the study's experiments: JSON, one name per line,
+                                                   or a CI matrix over runner kinds
+  python tools/spread.py run NAME [--as NEW] [--push GIT_REMOTE] [--no-outputs]
+                                                   one experiment of the plan in this clone
+                                                   (`dvc exp run`), then `dvc exp push`: the git ref
+                                                   to GIT_REMOTE, its outputs to the DVC remote.
+                                                   --as spread-machine-<label>: the default run
+                                                   again, on another machine
+  python tools/spread.py collect --pull GIT_REMOTE
 
   python tools/spread.py power [--jobs 1]          the gate's power (make power): deliberate
                                                    regressions run as queued experiments, then
                                                    judged by the gate against spread-default
 
+Every run records its machine (CPU, cores, torch threads, torch version, device) in
+reports/models/<model>/timings-train.json, beside its metrics; the summary lists the machines.
 On 2 cores one job at a time is right (--jobs 1): two trainings with 2 threads each on 2
 cores thrash. The experiments stay as local git refs (refs/exps, `dvc exp show` lists them);
-they never touch the workspace. `dvc exp remove -A` drops them.
+`dvc exp remove -A` drops them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
 from mnist_vae import artifacts, layout, spread
-from mnist_vae.workspace import cpu_name, dvc_exe, tool_env
+from mnist_vae.workspace import dvc_exe, tool_env
 
 DVC = dvc_exe()
 OUT = Path("reports/spread")
@@ -45,6 +60,8 @@ DEFAULT_SEEDS = list(range(1, 9))
 # The committed metrics of commit c157c61 were made on a 2-core Intel Xeon with the same code
 # and the default params: the same seed on another CPU.
 DEFAULT_OTHER = ["intel-xeon=c157c61"]
+# runs made before timings-train.json recorded the machine: what the benchmark of that time printed
+OTHER_MACHINES = {"intel-xeon": "Intel(R) Xeon(R) Processor, 2 cores (described by hand: run before machines were recorded)"}
 
 
 def dvc(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -60,18 +77,74 @@ def existing_names() -> set[str]:
     return {e.get("name") or r.get("name") for b in doc for e in b.get("experiments") or [] for r in e.get("revs") or []}
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """One run of the study: its name, its `dvc exp run -S` settings and its environment."""
+
+    name: str
+    sets: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    what: str = ""
+
+
+def plan(seeds: list[int]) -> list[Experiment]:
+    """The study's experiments, the same for one machine and for many."""
+    return [
+        Experiment(f"{PREFIX}default", what="the default params and seed"),
+        Experiment(f"{PREFIX}autograd", ("train.step=autograd",),
+                   what="default seed, train.step: autograd (another summation order)"),
+        Experiment(f"{PREFIX}threads-1", env=(("OMP_NUM_THREADS", "1"),),
+                   what="default seed, one torch thread (another summation order)"),
+        *[Experiment(f"{PREFIX}seed-{s}", tuple(f"{key}={s}" for key in SEED_KEYS), what=f"seed {s}") for s in seeds],
+    ]
+
+
+def find(name: str, seeds: list[int]) -> Experiment:
+    experiments_by_name = {e.name: e for e in plan(seeds)}
+    if name not in experiments_by_name:
+        sys.exit(f"spread: {name!r} is not an experiment of the study; `python tools/spread.py plan` lists them")
+    return experiments_by_name[name]
+
+
+def matrix(seeds: list[int], runners: list[str]) -> list[dict[str, str]]:
+    """The fan-out as a CI matrix's `include` list: {runner, name, as} per job; `as` is empty but
+    for the default run repeated on another kind of machine."""
+    jobs = [{"runner": runners[0], "name": e.name, "as": ""} for e in plan(seeds)]
+    jobs += [{"runner": r, "name": f"{PREFIX}default", "as": f"{PREFIX}machine-{r}"} for r in runners[1:]]
+    return jobs
+
+
+def set_args(exp: Experiment) -> list[str]:
+    return [a for kv in exp.sets for a in ("-S", kv)]
+
+
 def queue(seeds: list[int]) -> None:
-    names = [f"{PREFIX}default", f"{PREFIX}autograd"] + [f"{PREFIX}seed-{s}" for s in seeds]
-    old = sorted(existing_names() & set(names))
+    queued = [e for e in plan(seeds) if not e.env]  # a queued task cannot set its own environment
+    old = sorted(existing_names() & {e.name for e in queued})
     if old:  # a rerun of the study replaces its experiments
         dvc("exp", "remove", *old)
-    dvc("exp", "run", "--queue", "-n", f"{PREFIX}default")
-    # the default seed through autograd instead of the fused step: another summation order
-    dvc("exp", "run", "--queue", "-n", f"{PREFIX}autograd", "-S", "train.step=autograd")
-    for s in seeds:
-        sets = [a for key in SEED_KEYS for a in ("-S", f"{key}={s}")]
-        dvc("exp", "run", "--queue", "-n", f"{PREFIX}seed-{s}", *sets)
-    print(f"queued {len(names)} experiments: {', '.join(names)}")
+    for exp in queued:
+        dvc("exp", "run", "--queue", "-n", exp.name, *set_args(exp))
+    print(f"queued {len(queued)} experiments: {', '.join(e.name for e in queued)}")
+
+
+def run_one(name: str, seeds: list[int], as_name: str | None, push: str | None, outputs: bool) -> None:
+    """A runner: one experiment of the plan in this clone, then its git ref and outputs pushed."""
+    exp = find(name, seeds)
+    final = as_name or exp.name
+    if as_name and not as_name.startswith(f"{PREFIX}machine-"):
+        sys.exit(f"spread: --as names a rerun on another machine: spread-machine-<label>, got {as_name!r}")
+    if push and outputs and not dvc("remote", "default", check=False).stdout.strip():
+        sys.exit("spread: --push sends the outputs to the DVC remote, and this clone has no default remote: "
+                 "add one (`dvc remote add -d ...`) or pass --no-outputs to push only the git ref")
+    if final in existing_names():
+        dvc("exp", "remove", final)
+    t0 = time.perf_counter()
+    dvc("exp", "run", "-n", final, *set_args(exp), env=tool_env(**dict(exp.env)))
+    print(f"{final}: ran in {time.perf_counter() - t0:.0f} s on {json.dumps(run_machine(final))}")
+    if push:
+        dvc("exp", "push", push, final, *([] if outputs else ["--no-cache"]))
+        print(f"{final}: pushed to {push}" + (" and the DVC remote" if outputs else " (git ref only)"))
 
 
 def start(jobs: int, poll: float = 15.0) -> None:
@@ -92,14 +165,14 @@ def start(jobs: int, poll: float = 15.0) -> None:
         sys.exit(f"spread: {len(failed)} queued experiment(s) failed (logs above; `dvc queue logs <task>`)")
 
 
-def variants() -> None:
-    """Same params and seed as spread-default, another float summation order: 1 torch thread."""
-    name = f"{PREFIX}threads-1"
-    if name in existing_names():
-        dvc("exp", "remove", name)
-    t0 = time.perf_counter()
-    dvc("exp", "run", "--temp", "--force", "-n", name, env=tool_env(OMP_NUM_THREADS="1"))
-    print(f"{name}: {time.perf_counter() - t0:.0f} s")
+def variants(seeds: list[int]) -> None:
+    """The plan's experiments that set their environment (one torch thread), run one by one."""
+    for exp in (e for e in plan(seeds) if e.env):
+        if exp.name in existing_names():
+            dvc("exp", "remove", exp.name)
+        t0 = time.perf_counter()
+        dvc("exp", "run", "--temp", "--force", "-n", exp.name, *set_args(exp), env=tool_env(**dict(exp.env)))
+        print(f"{exp.name}: {time.perf_counter() - t0:.0f} s")
 
 
 def experiments() -> list[dict]:
@@ -116,7 +189,7 @@ def experiments() -> list[dict]:
                 metrics = {path: (m or {}).get("data", {}) for path, m in (data.get("metrics") or {}).items()}
                 params = {path: (p or {}).get("data", {}) for path, p in (data.get("params") or {}).items()}
                 out.append({"name": rev.get("name") or exp.get("name"), "metrics": spread.flat_metrics(metrics),
-                            "params": params})
+                            "params": params, "rev": rev.get("rev")})
     return out
 
 
@@ -134,41 +207,85 @@ def committed_metrics(rev: str) -> dict:
     return spread.flat_metrics(files)
 
 
-def collect(other: list[str]) -> None:
+MACHINE_RECORD = layout.timings("vae20d", "train")  # every run trains vae20d; its timings name the machine
+
+
+def run_machine(name_or_rev: str) -> dict | None:
+    """The machine an experiment (a name or a commit) ran on, from its timings-train.json."""
+    rev = name_or_rev
+    if not all(c in "0123456789abcdef" for c in rev) or len(rev) != 40:
+        refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"],
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+        found = [sha for sha, ref in (line.split(" ", 1) for line in refs) if ref.rsplit("/", 1)[-1] == name_or_rev]
+        if not found:
+            return None
+        rev = found[0]
+    proc = subprocess.run(["git", "show", f"{rev}:{MACHINE_RECORD}"], capture_output=True, text=True)
+    return json.loads(proc.stdout).get("machine") if proc.returncode == 0 else None
+
+
+def pull(git_remote: str) -> None:
+    """The study's experiments of this commit from the git remote: git refs only (the collector
+    reads metrics, which live in git; `dvc exp pull` with outputs is one command away)."""
+    t0 = time.perf_counter()
+    dvc("exp", "pull", "--force", "--no-cache", git_remote)
+    print(f"pulled the experiments of HEAD from {git_remote} in {time.perf_counter() - t0:.0f} s")
+
+
+def collect(other: list[str], seeds: list[int]) -> dict:
     exps = {e["name"]: e for e in experiments() if (e["name"] or "").startswith(PREFIX)}
+    doc = study_summary(exps, other, seeds)
+    OUT.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(OUT / "summary.json", doc)
+    artifacts.write_bytes(OUT / "summary.md", spread.markdown(doc).encode())
+    write_results(doc)
+    print(f"wrote {OUT}/summary.json and summary.md: {len(doc['metrics'])} metrics over {doc['study']['n_seeds']} "
+          f"seeds, {len(doc['study']['variants'])} same-seed variants, machines: "
+          + "; ".join(sorted({m for m in doc['study']['machines'].values()})))
+    return doc
+
+
+def machine_label(info: dict | None) -> str:
+    if not info:
+        return "not recorded"
+    return (f"{info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, torch {info['torch']}, "
+            f"{info.get('gpu') or info['device']}")
+
+
+def study_summary(exps: dict[str, dict], other: list[str], seeds_planned: list[int]) -> dict:
+    """The summary document from the study's experiments ({name: {metrics, rev}}), wherever
+    they ran: the one-machine path and the collector both end here."""
     seeds = {n: e["metrics"] for n, e in sorted(exps.items()) if n.startswith(f"{PREFIX}seed-")}
     if f"{PREFIX}default" not in exps or len(seeds) < 2:
         sys.exit(f"spread: need {PREFIX}default and at least 2 seed experiments, found {sorted(exps)}")
     default = exps[f"{PREFIX}default"]["metrics"]
-    variant_runs = {n[len(PREFIX):]: e["metrics"] for n, e in exps.items()
-                    if n.startswith(PREFIX) and n != f"{PREFIX}default" and n not in seeds}
+    described = {e.name: e.what for e in plan(seeds_planned)}
+    variant_runs, variant_text, machines = {}, {}, {}
+    for n, e in sorted(exps.items()):
+        machines[n[len(PREFIX):]] = machine_label(run_machine(e["rev"]) if e.get("rev") else None)
+        if n == f"{PREFIX}default" or n in seeds:
+            continue
+        label = n[len(PREFIX):]
+        variant_runs[label] = e["metrics"]
+        variant_text[label] = described.get(n) or "the default params and seed on another machine"
     for item in other:
         label, rev = item.split("=", 1)
         variant_runs[label] = committed_metrics(rev)
-    summary = spread.summarize(seeds, default, variant_runs)
-    doc = {
+        variant_text[label] = f"committed metrics of {rev}: same seed, another CPU"
+        machines[label] = OTHER_MACHINES.get(label, "not recorded")
+    return {
         "study": {
             "what": "the default pipeline (params.yaml) under different seeds (train.seed, evaluate.seed and "
                     "anomaly.seed set to the same value), and the default seed with another floating-point order",
             "seeds": sorted(int(n.rsplit("-", 1)[1]) for n in seeds),
             "n_seeds": len(seeds),
-            "machine": f"{cpu_name()}, {os.cpu_count()} cores",
-            "variants": {name: text for name, text in {
-                "threads-1": "this machine, default seed, OMP_NUM_THREADS=1 (another summation order)",
-                "autograd": "this machine, default seed, train.step: autograd (another summation order)",
-                **{item.split("=")[0]: f"committed metrics of {item.split('=')[1]}: same seed, another CPU"
-                   for item in other},
-            }.items() if name in variant_runs},
+            "machines": machines,
+            "variants": {name: f"{variant_text[name]}; {machines[name]}" for name in variant_runs},
         },
         "runs": {"default": default, **{n[len(PREFIX):]: m for n, m in seeds.items()},
                  **{f"variant:{k}": v for k, v in variant_runs.items()}},
-        "metrics": summary,
+        "metrics": spread.summarize(seeds, default, variant_runs),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "summary.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    (OUT / "summary.md").write_text(spread.markdown(doc))
-    write_results(doc)
-    print(f"wrote {OUT}/summary.json and summary.md: {len(summary)} metrics over {len(seeds)} seeds")
 
 
 # Deliberate regressions: (params set, (file, text, replacement) or None). The KL edit goes into
@@ -231,7 +348,6 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
                                              "drift_in_sigma": r.in_spread} for r in worst],
                          "test_loss_20d": metrics.get(T20), "test_loss_2d": metrics.get(T2)}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "power.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     lines = ["| regression | caught | gated metrics failing | 20-d test loss | 2-d test loss | largest drift (in sigma_diff) |",
              "|---|---|---:|---:|---:|---|"]
     for name, r in results.items():
@@ -243,8 +359,41 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
                      f"{r['test_loss_20d']:.2f} | {r['test_loss_2d']:.2f} | "
                      + (f"`{top['metric']}` {top['drift_in_sigma']:.1f}" if top else "-") + " |")
     lines.insert(0, f"Default run: 20-d test loss {base[T20]:.2f}, 2-d {base[T2]:.2f}; tolerances from {tolerances}.\n")
-    (OUT / "power.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    noise = noise_table(rules)
+    results["under_machine_noise"] = noise["rows"]
+    (OUT / "power.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    text = "\n".join(lines) + "\n\n" + noise["markdown"]
+    (OUT / "power.md").write_text(text)
+    print(text)
+
+
+def noise_table(rules: list) -> dict:
+    """The deliberate shifts judged under the study's measured same-seed noise (spread.power_under_noise)."""
+    from mnist_vae import gate
+
+    doc = json.loads((OUT / "summary.json").read_text())
+    k = artifacts.read_yaml("tolerances.yaml")["study"]["k"]
+    rows = []
+    for metric, shift in SHIFTS.items():
+        rule = gate.rule_for(metric, rules)
+        rows.append(spread.power_under_noise(metric, shift, doc["metrics"][metric], rule["abs"], k))
+    variants = ", ".join(doc["study"]["variants"])
+    md = [f"The same shifts when the rerun also carries same-seed noise: sigma_same is the root mean square of the "
+          f"same-seed variants' differences from the default run ({variants}); a rerun in CI is the committed seed "
+          "on another machine, so this is the noise the gate faces. The same-seed tolerance (k x sigma_same) "
+          "replaces the seed-based one only where the 95 % upper bound of sigma_same is below half the seed spread "
+          "of a difference.", "",
+          "| shift | tolerance | seed spread of a difference | sigma_same (runs; 95 % upper bound) | caught without noise "
+          "| chance caught under same-seed noise | false alarms | same-seed tolerance: caught / false alarms | "
+          "same-seed tolerance adopted |",
+          "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        md.append(f"| `{r['metric'].removeprefix(layout.MODELS_REPORTS + '/')}` + {r['shift']:g} | {r['tolerance']:.3g} | "
+                  f"{r['seed_sigma_diff']:.3g} | {r['same_seed_sigma']:.3g} ({r['same_seed_runs']}; "
+                  f"{r['same_seed_sigma_upper95']:.3g}) | {r['p_caught_noiseless']:.0%} | **{r['p_caught']:.0%}** | "
+                  f"{r['p_false_alarm']:.2%} | {r['same_seed_tolerance']:.3g}: {r['same_seed_p_caught']:.0%} / "
+                  f"{r['same_seed_p_false_alarm']:.2%} | {'yes' if r['same_seed_adopted'] else 'no'} |")
+    return {"rows": rows, "markdown": "\n".join(md) + "\n"}
 
 
 def write_results(doc: dict) -> None:
@@ -258,22 +407,47 @@ def write_results(doc: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["queue", "start", "variants", "collect", "all", "power", "power-queue",
-                                     "power-judge", "results"])
+    ap.add_argument("what", choices=["queue", "start", "variants", "collect", "all", "plan", "run", "power",
+                                     "power-queue", "power-judge", "results"])
+    ap.add_argument("name", nargs="?", help="run: the experiment of the plan to run (`plan` lists them)")
     ap.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS)
     ap.add_argument("--jobs", type=int, default=1, help="queue workers; 1 on a 2-core machine")
+    ap.add_argument("--as", dest="as_name", metavar="spread-machine-LABEL",
+                    help="run: name the run this (the default run again, on another machine)")
+    ap.add_argument("--push", metavar="GIT_REMOTE", help="run: push the experiment there (and its outputs to the "
+                                                         "DVC remote) when it is done")
+    ap.add_argument("--no-outputs", action="store_true", help="run: push only the git ref, not the outputs")
+    ap.add_argument("--runners", nargs="+", metavar="RUNNER",
+                    help="plan: a CI matrix instead: every experiment on the first runner, and the default "
+                         "run again on each other runner (as spread-machine-<runner>)")
+    ap.add_argument("--names", action="store_true", help="plan: one experiment name per line (shell arrays)")
+    ap.add_argument("--pull", metavar="GIT_REMOTE", help="collect: pull the study's experiments from there first")
     ap.add_argument("--other-machine", nargs="*", default=DEFAULT_OTHER, metavar="NAME=REV",
                     help="committed metrics of the default run made on another machine, as a variant")
     args = ap.parse_args()
+    if (args.what == "run") != (args.name is not None):
+        ap.error("`run` takes the experiment's name (and only `run` does)")
     t0 = time.perf_counter()
+    if args.what == "plan":
+        if args.names:
+            print("\n".join(e.name for e in plan(args.seeds)))
+        else:
+            print(json.dumps(matrix(args.seeds, args.runners) if args.runners else
+                             [{"name": e.name, "sets": list(e.sets), "env": dict(e.env), "what": e.what}
+                              for e in plan(args.seeds)]))
+        return
+    if args.what == "run":
+        run_one(args.name, args.seeds, args.as_name, args.push, not args.no_outputs)
     if args.what in ("queue", "all"):
         queue(args.seeds)
     if args.what in ("start", "all"):
         start(args.jobs)
     if args.what in ("variants", "all"):
-        variants()
+        variants(args.seeds)
+    if args.what == "collect" and args.pull:
+        pull(args.pull)
     if args.what in ("collect", "all"):
-        collect(args.other_machine)
+        collect(args.other_machine, args.seeds)
     if args.what == "results":  # after a new committed run: the README table from the committed study
         write_results(json.loads((OUT / "summary.json").read_text()))
     if args.what in ("power", "power-queue"):
@@ -282,7 +456,7 @@ def main() -> None:
         start(args.jobs)
     if args.what in ("power", "power-judge"):
         judge_power()
-    print(f"spread {args.what}: {time.perf_counter() - t0:.0f} s")
+    print(f"spread {args.what}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":
