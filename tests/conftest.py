@@ -1,4 +1,5 @@
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -97,6 +98,18 @@ def assert_clean_failure(proc, *needles: str, code: int = 2) -> str:
     for needle in needles:
         assert needle in err, (needle, err[-3000:])
     return lines[0]
+
+
+def load_script(path: str):
+    """A script of the repository (tools/, benchmarks/) as a module, registered under its own
+    name so that its dataclasses and spawned processes find it."""
+    name = "script_" + Path(path).stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def binary_images(n: int, seed: int = 0, density: float = 0.2) -> torch.Tensor:

@@ -1,19 +1,14 @@
 """The benchmark's own code path, on a small set: `make bench` must keep working as the library
 changes (its project loop is exactly the train stage's `fit`)."""
 
-import importlib.util
-
 import numpy as np
 
-from conftest import REPO
+from conftest import load_script
 from mnist_vae import artifacts
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("train_speed", REPO / "benchmarks/train_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/train_speed.py")
 
 
 def test_the_project_loop_reports_its_timings_and_loss(tmp_path):

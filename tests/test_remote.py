@@ -2,14 +2,18 @@
 the run cache, experiments pushed from one clone and pulled into another through a bare git
 origin, and the experiment queue with two workers. Also the CI workflow a user can drop in."""
 
+import json
+import os
 import socket
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import changed_stages, dvc, ran_stages, set_params, sh
+from conftest import changed_stages, dvc, load_script, mirror_env, ran_stages, set_params, sh
 from mnist_vae.workspace import git
 
 pytestmark = pytest.mark.slow
@@ -128,37 +132,98 @@ def test_a_wrong_endpoint_fails_clearly_and_soon(work, s3):
     assert seconds < 120, seconds
 
 
-def test_experiments_shared_between_clones(work, s3, tmp_path):
-    """Clone A runs an experiment and pushes it; clone B pulls it, applies it and gets its model and
-    metrics from the remote without training anything."""
+def runner_env() -> dict:
+    """A runner's environment: one torch thread, since runners share this machine's cores."""
+    return mirror_env(OMP_NUM_THREADS="1")
+
+
+def clone_of(origin: Path, dest: Path) -> Path:
+    sh(["git", "clone", "-q", "-b", "main", str(origin), str(dest)], dest.parent)
+    set_credentials(dest)
+    git(dest, "config", "user.name", dest.name)  # `dvc exp run` commits the experiment
+    git(dest, "config", "user.email", f"{dest.name}@localhost")
+    return dest
+
+
+def workspace_metrics(repo: Path) -> dict:
+    """The metrics a finished run left in its clone's workspace, read straight from the files."""
+    from mnist_vae import layout, spread
+
+    files = {p.relative_to(repo).as_posix(): json.loads(p.read_text())
+             for name in layout.METRICS_FILES for p in sorted((repo / layout.MODELS_REPORTS).glob(f"*/{name}"))}
+    return spread.flat_metrics(files)
+
+
+def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work, s3, tmp_path):
+    """The fan-out of docs/reproducibility.md on loopback: three clones of one bare git origin
+    act as runners (as many at a time as there are cores), each running one experiment of the
+    study with `tools/spread.py run ... --push origin` (its git ref to the origin, its outputs
+    to the S3 remote); a fresh clone collects them with `tools/spread.py collect --pull origin`.
+    Its summary equals the one the one-machine path's code computes from the runs' own metrics
+    files; and any clone gets a run's outputs from S3 by applying it, without training."""
+    tools_spread = load_script("tools/spread.py")
+    # a tiny study (the plumbing is under test, the committed study holds the numbers): the fast
+    # profile with one model and no anomaly stage, two seeds
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["models"] = {"vae20d": params["models"]["vae20d"]}
+    params["anomaly"]["models"] = []
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    add_s3_remote(work, s3, "spread")
+    dvc("repro", cwd=work)
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "one model; S3 remote")
     origin = tmp_path / "origin.git"
     sh(["git", "init", "-q", "--bare", str(origin)], tmp_path)
-    add_s3_remote(work, s3, "experiments")
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "S3 remote")
     git(work, "remote", "add", "origin", str(origin))
     git(work, "push", "-q", "origin", "HEAD:refs/heads/main")
     dvc("push", cwd=work)
-    out = dvc("exp", "run", "-n", "latent3", "-S", "models.vae2d.latent_dim=3", cwd=work)
-    assert "train@vae2d" in ran_stages(out.stdout + out.stderr)
-    dvc("exp", "push", "origin", "latent3", cwd=work)
 
-    clone = tmp_path / "b"
-    sh(["git", "clone", "-q", "-b", "main", str(origin), str(clone)], tmp_path)
-    set_credentials(clone)
-    git(clone, "config", "user.name", "b")
-    git(clone, "config", "user.email", "b@localhost")
-    dvc("exp", "pull", "origin", "latent3", cwd=clone)
-    assert "latent3" in dvc("exp", "show", "--csv", cwd=clone).stdout
-    dvc("exp", "apply", "latent3", cwd=clone)
-    dvc("pull", cwd=clone)
-    assert yaml.safe_load((clone / "params.yaml").read_text())["models"]["vae2d"]["latent_dim"] == 3
-    assert (clone / "reports/models/vae2d/eval.json").read_text() == (work / "reports/models/vae2d/eval.json").read_text()
-    import torch
+    runs = ["spread-default", "spread-seed-1", "spread-seed-2"]
 
-    assert torch.load(clone / "models/vae2d.pt", weights_only=True)["config"]["latent_dim"] == 3
-    assert changed_stages(clone) == set()
-    assert ran_stages(dvc("repro", cwd=clone).stdout) == set()  # nothing trained in clone B
+    def runner(name: str) -> tuple[str, Path, str]:
+        clone = clone_of(origin, tmp_path / f"runner-{name}")
+        dvc("pull", cwd=clone)  # the baseline's outputs: only what the experiment changes reruns
+        proc = sh([sys.executable, "tools/spread.py", "run", name, "--seeds", "1", "2", "--push", "origin"], clone,
+                  env=runner_env())
+        return name, clone, proc.stdout
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=min(len(runs), os.cpu_count() or 1)) as pool:
+        done = list(pool.map(runner, runs))
+    run_seconds = time.perf_counter() - t0
+    for name, clone, out in done:
+        assert f"{name}: pushed to origin and the DVC remote" in out, out
+    refs = git(work, "ls-remote", str(origin), "refs/exps/*")
+    assert sorted(line.rsplit("/", 1)[-1] for line in refs.splitlines()) == sorted(runs)
+
+    collector = clone_of(origin, tmp_path / "collector")
+    t0 = time.perf_counter()
+    sh([sys.executable, "tools/spread.py", "collect", "--seeds", "1", "2", "--other-machine", "--pull", "origin"],
+       collector)
+    collect_seconds = time.perf_counter() - t0
+    summary = json.loads((collector / "reports/spread/summary.json").read_text())
+    assert summary["study"]["seeds"] == [1, 2] and summary["study"]["variants"] == {}
+    assert set(summary["study"]["machines"]) == {"default", "seed-1", "seed-2"}
+    assert all(", 1 torch threads, torch " in m for m in summary["study"]["machines"].values())
+    assert "| seed-1 | " in (collector / "reports/spread/summary.md").read_text()
+
+    # the one-machine path's code on the same runs, read from the runners' own workspaces
+    same_runs = {name: {"metrics": workspace_metrics(clone)} for name, clone, _ in done}
+    local = tools_spread.study_summary(same_runs, [], [1, 2])
+    assert summary["runs"] == local["runs"] and summary["metrics"] == local["metrics"]
+    assert summary["runs"]["seed-1"] != summary["runs"]["seed-2"]  # the seeds did change the results
+    assert {m.split(":")[0] for m in summary["metrics"]} == {"reports/models/vae20d/train.json",
+                                                             "reports/models/vae20d/eval.json"}
+
+    # a run's outputs come from S3: apply it in the collector, pull, nothing to train
+    dvc("exp", "apply", "spread-seed-2", cwd=collector)
+    dvc("pull", cwd=collector)
+    seed2 = next(clone for name, clone, _ in done if name == "spread-seed-2")
+    assert (collector / "models/vae20d.pt").read_bytes() == (seed2 / "models/vae20d.pt").read_bytes()
+    assert changed_stages(collector) == set()
+    assert ran_stages(dvc("repro", cwd=collector).stdout) == set()
+    print(f"3 runners: {run_seconds:.0f} s ({min(len(runs), os.cpu_count() or 1)} at a time); "
+          f"collector: {collect_seconds:.0f} s")
 
 
 def test_the_queue_runs_two_experiments_with_two_workers(work):

