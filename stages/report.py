@@ -28,7 +28,7 @@ def main() -> None:
 
     root = Path(args.out).parent
     reference = spread.check_reference(artifacts.read_yaml(args.reference), args.reference)
-    study = artifacts.read_json(args.spread)
+    study = spread.check_summary(artifacts.read_json(args.spread), args.spread)
     metrics_files = ([layout.train_metrics(m) for m in models] + [layout.eval_metrics(m) for m in models]
                      + [layout.anomaly_metrics(m) for m in studies])
     metrics = {path: artifacts.read_json(path) for path in metrics_files}

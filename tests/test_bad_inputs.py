@@ -200,3 +200,15 @@ def test_every_yaml_reader_rejects_duplicate_keys(tmp_path, monkeypatch):
     with pytest.raises(gate.RuleError, match="duplicate key 'rules'"):
         gate.load_rules("tolerances.yaml")
     assert yamlfile.loads("a: {b: 1}\nc: [1, {b: 2}]\n") == {"a": {"b": 1}, "c": [1, {"b": 2}]}
+
+
+@pytest.mark.parametrize("doc, missing", [
+    ([], "study"),
+    ({"study": {"n_seeds": 8}, "metrics": {}}, "study.machines"),  # a summary from before runs named their machines
+    ({"study": {"n_seeds": 8, "machines": {}}}, "metrics"),
+])
+def test_a_summary_the_report_cannot_read_is_named_with_its_missing_key(doc, missing):
+    with pytest.raises(DataError, match=f"summary.json: no `{missing}`; regenerate it with `python tools/spread.py"):
+        spread.check_summary(doc)
+    good = {"study": {"n_seeds": 8, "machines": {}}, "metrics": {}}
+    assert spread.check_summary(good) is good

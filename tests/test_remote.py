@@ -204,7 +204,7 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     summary = json.loads((collector / "reports/spread/summary.json").read_text())
     assert summary["study"]["seeds"] == [1, 2] and summary["study"]["variants"] == {}
     assert set(summary["study"]["machines"]) == {"default", "seed-1", "seed-2"}
-    assert all(", 1 torch threads, torch " in m for m in summary["study"]["machines"].values())
+    assert all(" on 1 thread, cpu" in m for m in summary["study"]["machines"].values())
     assert "| seed-1 | " in (collector / "reports/spread/summary.md").read_text()
 
     # the one-machine path's code on the same runs, read from the runners' own workspaces

@@ -67,11 +67,16 @@ def section(name="m", **overrides):
 
 def page_context(**overrides):
     context = dict(
-        sections=[section()], study={"n_seeds": 8, "machine": "a CPU"}, within_std=2, reference_rows=[],
+        sections=[section()], study={"n_seeds": 8, "machines": {"default": "a CPU", "seed-1": "a CPU", "xeon": "<another> CPU"}}, within_std=2, reference_rows=[],
         learning_curves="figures/report-learning-curves.png", epoch_rows=[],
         roc_curves="figures/report-roc-curves.png", benchmarks=[])
     context.update(overrides)
     return context
+
+
+def test_the_page_names_the_machines_of_the_study_once_each():
+    html = report.page(**page_context())
+    assert "(8 seeds; machines: a CPU; &lt;another&gt; CPU)" in html
 
 
 def test_page_links_exactly_its_figures_and_escapes_text():

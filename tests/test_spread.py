@@ -121,7 +121,8 @@ def test_catch_probability_of_a_shift_under_noise():
 
 
 def test_same_seed_sigma_and_its_upper_bound():
-    row = {"std": 0.25, "variants": {"a": {"delta": 0.03}, "b": {"delta": -0.14}, "c": {"delta": 0.05}}}
+    row = {"std": 0.25, "variants": {"a": {"delta": 0.03}, "b": {"delta": -0.14}, "c": {"delta": 0.05},
+                                     "same-order": {"delta": 0.0}}}  # equal to the bit: left out
     sigma, n = spread.same_seed_sigma(row)
     assert n == 3 and sigma == pytest.approx(math.sqrt((0.03 ** 2 + 0.14 ** 2 + 0.05 ** 2) / 3))
     # chi^2 with 3 degrees of freedom: 5 % quantile 0.3518

@@ -250,8 +250,8 @@ def collect(other: list[str], seeds: list[int]) -> dict:
 def machine_label(info: dict | None) -> str:
     if not info:
         return "not recorded"
-    return (f"{info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, torch {info['torch']}, "
-            f"{info.get('gpu') or info['device']}")
+    threads = f"{info['threads']} thread{'' if info['threads'] == 1 else 's'}"
+    return f"{info['cpu']}, {info['cores']} cores, torch {info['torch']} on {threads}, {info.get('gpu') or info['device']}"
 
 
 def study_summary(exps: dict[str, dict], other: list[str], seeds_planned: list[int]) -> dict:
@@ -381,10 +381,10 @@ def noise_table(rules: list) -> dict:
         rows.append(spread.power_under_noise(metric, shift, doc["metrics"][metric], rule["abs"], k))
     variants = ", ".join(doc["study"]["variants"])
     md = [f"The same shifts when the rerun also carries same-seed noise: sigma_same is the root mean square of the "
-          f"same-seed variants' differences from the default run ({variants}); a rerun in CI is the committed seed "
-          "on another machine, so this is the noise the gate faces. The same-seed tolerance (k x sigma_same) "
-          "replaces the seed-based one only where the 95 % upper bound of sigma_same is below half the seed spread "
-          "of a difference.", "",
+          f"same-seed variants' differences from the default run ({variants}; a variant equal to it to the bit is "
+          "the same summation order and left out); a rerun in CI is the committed seed on another machine, so this "
+          "is the noise the gate faces. The same-seed tolerance (k x sigma_same) would replace the seed-based one "
+          "only where the 95 % upper bound of sigma_same is below half the seed spread of a difference.", "",
           "| shift | tolerance | seed spread of a difference | sigma_same (runs; 95 % upper bound) | caught without noise "
           "| chance caught under same-seed noise | false alarms | same-seed tolerance: caught / false alarms | "
           "same-seed tolerance adopted |",

@@ -212,6 +212,21 @@ def results_table(reference: list[dict[str, Any]], summary: dict[str, dict[str, 
     return "\n".join(lines) + "\n"
 
 
+def check_summary(doc: Any, path: str = "reports/spread/summary.json") -> dict[str, Any]:
+    """The study's summary as the report reads it: `study` with n_seeds and machines, and
+    `metrics`; DataError naming the file and the missing key otherwise."""
+    from .errors import DataError
+
+    study = doc.get("study") if isinstance(doc, dict) else None
+    missing = ("study" if not isinstance(study, dict) else
+               next((f"study.{k}" for k in ("n_seeds", "machines") if k not in study), None)
+               or ("metrics" if not isinstance(doc.get("metrics"), dict) else None))
+    if missing:
+        raise DataError(f"{path}: no `{missing}`; regenerate it with `python tools/spread.py collect` (or restore it "
+                        f"with `git checkout -- {path}`)")
+    return doc
+
+
 # --- the reference's numbers (reference.yaml) --------------------------------------------------
 
 
@@ -270,8 +285,10 @@ def check_reference(doc: Any, path: str = "reference.yaml") -> dict[str, Any]:
 def same_seed_sigma(row: dict[str, Any]) -> tuple[float, int]:
     """(root mean square of the same-seed variants' differences from the default run, their
     number): the spread of a rerun of the committed seed on another machine, thread count or
-    step, which is what CI's rerun faces."""
-    deltas = [v["delta"] for v in row.get("variants", {}).values()]
+    step, which is what CI's rerun faces. A variant equal to the default run to the bit (one
+    torch thread, on the study's machine) is the same summation order, not another sample of
+    the noise, and is left out."""
+    deltas = [v["delta"] for v in row.get("variants", {}).values() if v["delta"] != 0]
     if not deltas:
         return math.nan, 0
     return math.sqrt(sum(d * d for d in deltas) / len(deltas)), len(deltas)
