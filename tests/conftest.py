@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +99,13 @@ def assert_clean_failure(proc, *needles: str, code: int = 2) -> str:
     for needle in needles:
         assert needle in err, (needle, err[-3000:])
     return lines[0]
+
+
+def sigint_default() -> None:
+    """For a child a test interrupts (preexec_fn): SIGINT back to its default, since a test run
+    started in the background (`cmd &`, nohup) hands its children SIGINT ignored, and Python then
+    never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def load_script(path: str):

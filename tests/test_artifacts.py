@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, sigint_default
 from mnist_vae import artifacts
 from mnist_vae.errors import DataError
 
@@ -61,7 +61,7 @@ def test_signal_during_a_write_leaves_the_old_file_and_no_temp(tmp_path, signum,
     target = tmp_path / "out.npz"
     target.write_bytes(b"previous run")
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     tmp = proc.stdout.readline().strip()
     assert tmp.endswith(".tmp") and (tmp_path / tmp.split("/")[-1]).exists()  # the write is in progress
     proc.send_signal(signum)

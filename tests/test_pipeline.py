@@ -20,7 +20,7 @@ import yaml
 from PIL import Image
 
 from conftest import (REPO, assert_clean_failure, changed_stages, dvc, mirror_env, ran_stages, run_stage,
-                      set_params, sh)
+                      set_params, sh, sigint_default)
 from mnist_vae import layout
 from mnist_vae.workspace import dvc_exe, git
 
@@ -237,7 +237,7 @@ def _start_training(work, epochs=50):
     set_params(work, {"train": {"epochs": epochs}})
     env = mirror_env(PYTHONPATH=str(work / "src"), PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "stages/train.py", "vae20d"], cwd=work, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=sigint_default)
 
 
 def _wait_for(proc, text, seconds=120):

@@ -149,9 +149,10 @@ def workspace_metrics(repo: Path) -> dict:
     """The metrics a finished run left in its clone's workspace, read straight from the files."""
     from mnist_vae import layout, spread
 
-    files = {p.relative_to(repo).as_posix(): json.loads(p.read_text())
-             for name in layout.METRICS_FILES for p in sorted((repo / layout.MODELS_REPORTS).glob(f"*/{name}"))}
-    return spread.flat_metrics(files)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    paths = [f(m) for m in params["models"] for f in (layout.train_metrics, layout.eval_metrics)]
+    paths += [layout.anomaly_metrics(m) for m in params["anomaly"]["models"]]
+    return spread.flat_metrics({path: json.loads((repo / path).read_text()) for path in paths})
 
 
 def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work, s3, tmp_path):
@@ -160,7 +161,7 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     study with `tools/spread.py run ... --push origin` (its git ref to the origin, its outputs
     to the S3 remote); a fresh clone collects them with `tools/spread.py collect --pull origin`.
     Its summary equals the one the one-machine path's code computes from the runs' own metrics
-    files; and any clone gets a run's outputs from S3 by applying it, without training."""
+    files; and any clone gets a run's outputs from S3 by pulling and applying it, without training."""
     tools_spread = load_script("tools/spread.py")
     # a tiny study (the plumbing is under test, the committed study holds the numbers): the fast
     # profile with one model and no anomaly stage, two seeds
@@ -215,9 +216,9 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     assert {m.split(":")[0] for m in summary["metrics"]} == {"reports/models/vae20d/train.json",
                                                              "reports/models/vae20d/eval.json"}
 
-    # a run's outputs come from S3: apply it in the collector, pull, nothing to train
+    # a run's outputs come from S3: pull it with its outputs, apply it, nothing to train
+    dvc("exp", "pull", "--force", "origin", "spread-seed-2", cwd=collector)
     dvc("exp", "apply", "spread-seed-2", cwd=collector)
-    dvc("pull", cwd=collector)
     seed2 = next(clone for name, clone, _ in done if name == "spread-seed-2")
     assert (collector / "models/vae20d.pt").read_bytes() == (seed2 / "models/vae20d.pt").read_bytes()
     assert changed_stages(collector) == set()

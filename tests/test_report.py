@@ -156,3 +156,8 @@ def test_anomaly_rows_read_both_scores():
 def test_the_page_shows_each_models_timings():
     html = report.page(**page_context())
     assert "trained in 12.3 s on cpu (frame tracking 1.5 s of it), evaluated in 60.0 s." in html
+
+
+def test_roc_figure_without_an_anomaly_study_says_so():
+    fig = report.roc_curves({})
+    assert [t.get_text() for t in fig.texts] == ["no anomaly study: anomaly.models in params.yaml is empty"]

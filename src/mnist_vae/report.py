@@ -134,6 +134,11 @@ def roc_curves(curves: dict[str, dict[str, Any]]):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    if not curves:
+        fig.text(0.5, 0.5, "no anomaly study: anomaly.models in params.yaml is empty", ha="center", va="center")
+        for ax in axes:
+            ax.set_axis_off()
+        return fig
     for ax, score, title in ((axes[0], "kl", "score: KL(q(z|x) || p(z))"), (axes[1], "neg_elbo", "score: negative ELBO")):
         for study, tables in curves.items():
             for outliers, style in (("noise", ":"), ("fashion", "-")):
