@@ -208,7 +208,7 @@ def iwae_side_by_side(model_name: str, device: str, images: int) -> dict:
     before the fused log-likelihood), and the floor: the decoder's matrix products alone for the
     same samples, in passes of the same size, each into a preallocated output."""
     from mnist_vae import objective
-    from mnist_vae.evaluation import iwae_nll
+    from mnist_vae.evaluation import default_images_per_pass, iwae_nll
     from mnist_vae.model import build
 
     flush_denormals()
@@ -219,7 +219,7 @@ def iwae_side_by_side(model_name: str, device: str, images: int) -> dict:
     net = build(p.model(model_name)).to(dev).eval()
     k, chunk = p.evaluate.iwae_k, p.evaluate.iwae_chunk
     x = (torch.rand(images, 784, device=dev) < 0.13).float()
-    per_pass = max(1, (2_000 if dev.type == "cpu" else 200_000) // min(k, chunk))
+    per_pass = default_images_per_pass(dev, k, chunk)
     iwae_nll(net, x[:per_pass], k, 0, chunk, progress=False)  # warm-up
 
     def timed(fn):
@@ -230,20 +230,7 @@ def iwae_side_by_side(model_name: str, device: str, images: int) -> dict:
         return time.perf_counter() - t0, result
 
     fused_s, fused = timed(lambda: iwae_nll(net, x, k, 0, chunk, progress=False))
-    original = objective._FusedLogWeights
-
-    class Plain:  # objective.py's unfused log weights, the oracle the tests hold the fused ones to
-        def __init__(self, model, xb, mu, logvar):
-            self.args = (model, xb, mu, logvar)
-
-        def __call__(self, eps):
-            return objective._log_weights(*self.args, eps)
-
-    objective._FusedLogWeights = Plain
-    try:
-        plain_s, plain = timed(lambda: iwae_nll(net, x, k, 0, chunk, progress=False))
-    finally:
-        objective._FusedLogWeights = original
+    plain_s, plain = timed(lambda: iwae_nll(net, x, k, 0, chunk, progress=False, fused=False))
     rows = per_pass * min(k, chunk)
     decoder = _linear_layers(net.decoder)
     inputs = [torch.relu(torch.randn(rows, m.in_features, device=dev)) for m in decoder]

@@ -143,7 +143,8 @@ def run_one(name: str, seeds: list[int], as_name: str | None, push: str | None, 
     # forced from the training on: a runner measures its own machine, even where the baseline's
     # outputs (pulled, or restored from a cache) would let DVC skip the default run's stages
     dvc("exp", "run", "-n", final, "--force", "--downstream", "train", *set_args(exp), env=tool_env(**dict(exp.env)))
-    print(f"{final}: ran in {time.perf_counter() - t0:.0f} s on {json.dumps(run_machine(final))}")
+    machine = json.loads(Path(MACHINE_RECORD).read_text()).get("machine")  # the run's outputs are in the workspace
+    print(f"{final}: ran in {time.perf_counter() - t0:.0f} s on {machine_label(machine)}")
     if push:
         dvc("exp", "push", push, final, *([] if outputs else ["--no-cache"]))
         print(f"{final}: pushed to {push}" + (" and the DVC remote" if outputs else " (git ref only)"))
@@ -204,26 +205,23 @@ def committed_metrics(rev: str) -> dict:
     for path in listing:
         if not path.startswith("reports/metrics/") and path.rsplit("/", 1)[-1] not in layout.METRICS_FILES:
             continue  # a model folder's tables, summaries and timings are not metrics
-        text = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=True).stdout
-        files[layout.legacy_metrics_path(path)] = json.loads(text)
+        files[layout.legacy_metrics_path(path)] = json.loads(git_show(rev, path))
     return spread.flat_metrics(files)
 
 
 MACHINE_RECORD = layout.timings("vae20d", "train")  # every run trains vae20d; its timings name the machine
 
 
-def run_machine(name_or_rev: str) -> dict | None:
-    """The machine an experiment (a name or a commit) ran on, from its timings-train.json."""
-    rev = name_or_rev
-    if not all(c in "0123456789abcdef" for c in rev) or len(rev) != 40:
-        refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"],
-                              capture_output=True, text=True, check=True).stdout.splitlines()
-        found = [sha for sha, ref in (line.split(" ", 1) for line in refs) if ref.rsplit("/", 1)[-1] == name_or_rev]
-        if not found:
-            return None
-        rev = found[0]
-    proc = subprocess.run(["git", "show", f"{rev}:{MACHINE_RECORD}"], capture_output=True, text=True)
-    return json.loads(proc.stdout).get("machine") if proc.returncode == 0 else None
+def git_show(rev: str, path: str) -> str | None:
+    """A file's text at a commit, None where the commit has no such file."""
+    proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def run_machine(rev: str) -> dict | None:
+    """The machine an experiment's commit ran on, from its timings-train.json."""
+    text = git_show(rev, MACHINE_RECORD)
+    return json.loads(text).get("machine") if text else None
 
 
 def pull(git_remote: str) -> None:

@@ -23,21 +23,27 @@ def active_units(model, x: torch.Tensor, threshold: float = 0.01) -> tuple[int, 
     return int((variance > threshold).sum()), variance
 
 
+def default_images_per_pass(device: torch.device, k: int, chunk: int) -> int:
+    """Images per IWAE pass: about 2,000 decoded samples on a CPU, 200,000 on a GPU."""
+    return max(1, (2_000 if device.type == "cpu" else 200_000) // min(k, chunk))
+
+
 @torch.no_grad()
 def iwae_nll(model, x: torch.Tensor, k: int, seed: int, chunk: int = 100, images_per_pass: int | None = None,
-             progress: bool = True) -> torch.Tensor:
+             progress: bool = True, fused: bool = True) -> torch.Tensor:
     """-log p(x) estimated with the IWAE bound (K importance samples from q(z|x)) per image.
 
     Images go through in groups sized so that one pass decodes about 2,000 samples on a CPU
     (`make bench` times the pass against its matrix products alone); on a GPU the passes are
     larger. The grouping fixes which draw goes to which image, so it is part of the result.
+    ``fused=False``: objective.py's plain log weights instead (the benchmark's baseline).
     """
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    per_pass = images_per_pass or max(1, (2_000 if x.device.type == "cpu" else 200_000) // min(k, chunk))
+    per_pass = images_per_pass or default_images_per_pass(x.device, k, chunk)
     out = []
     for start in tqdm(range(0, len(x), per_pass), desc=f"IWAE K={k}", unit="batch", mininterval=1.0,
                       leave=False, disable=not progress):
-        out.append(-iwae_bound(model, x[start:start + per_pass], k, gen, chunk))
+        out.append(-iwae_bound(model, x[start:start + per_pass], k, gen, chunk, fused=fused))
     return torch.cat(out)
 
 

@@ -80,8 +80,9 @@ def log_importance_weights(model, x: torch.Tensor, eps: torch.Tensor) -> torch.T
 
 
 def linear(h: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
-    """h W^T + b, the evaluation's large products: through oneDNN on a CPU, else torch.addmm. Why: MKL's sgemm, which addmm calls on a CPU, took
-    twice as long as oneDNN for these shapes on the AMD EPYC measured; `make bench` times both.
+    """h W^T + b, the evaluation's large products: through oneDNN on a CPU, else torch.addmm.
+    Why: MKL's sgemm, which addmm calls on a CPU, took twice as long as oneDNN for these shapes
+    on the AMD EPYC measured; `make bench` times both.
     Both are float32 products; they differ by rounding only (tests/test_objective.py)."""
     if h.device.type == "cpu" and torch.backends.mkldnn.is_available():
         return torch.ops.aten.mkldnn_linear(h.to_mkldnn(), layer.weight, layer.bias).to_dense()
@@ -101,7 +102,7 @@ class _FusedLogWeights:
 
     def __init__(self, model, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
         self.hidden, self.last = model.decoder[:-1], model.decoder[-1]
-        self.mu, self.logvar, self.std = mu, logvar, torch.exp(0.5 * logvar)
+        self.mu, self.std = mu, torch.exp(0.5 * logvar)
         self.x_w = x @ self.last.weight                                  # B x H
         self.x_b = x @ self.last.bias                                    # B
         self.half_logvar_sum = 0.5 * logvar.sum(-1)
@@ -123,7 +124,7 @@ class _FusedLogWeights:
 
 @torch.no_grad()
 def iwae_bound(model, x: torch.Tensor, k: int, generator: torch.Generator | None, chunk: int = 100,
-               draw=None) -> torch.Tensor:
+               draw=None, fused: bool = True) -> torch.Tensor:
     """log (1/K) sum_k w_k per image, the IWAE lower bound on log p(x), batched over samples.
 
     Samples are drawn `chunk` at a time (all images of the batch at once) and combined with a
@@ -133,7 +134,10 @@ def iwae_bound(model, x: torch.Tensor, k: int, generator: torch.Generator | None
     mu, logvar = model.encode(x)
     if draw is None:
         draw = lambda n, shape: torch.randn((n, *shape), generator=generator, device=x.device)  # noqa: E731
-    log_weights = _FusedLogWeights(model, x, mu, logvar)
+    if fused:
+        log_weights = _FusedLogWeights(model, x, mu, logvar)
+    else:  # the plain log weights, the oracle the fused ones are held to (tests, `make bench`)
+        log_weights = lambda eps: _log_weights(model, x, mu, logvar, eps)  # noqa: E731
     total = torch.full((x.shape[0],), -math.inf, device=x.device)
     done = 0
     while done < k:

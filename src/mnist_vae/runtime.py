@@ -53,15 +53,12 @@ def keep_freed_memory() -> None:
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError):  # not glibc
         return
-    if mallopt is not None:
-        mallopt(-3, 512 << 20)  # M_MMAP_THRESHOLD: blocks below 512 MB come from the heap
-        mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD: keep up to 1 GB of free heap
+    mallopt(-3, 512 << 20)  # M_MMAP_THRESHOLD: blocks below 512 MB come from the heap
+    mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD: keep up to 1 GB of free heap
 
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
