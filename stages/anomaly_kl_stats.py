@@ -11,7 +11,7 @@ import argparse
 
 import pandas as pd
 
-from mnist_vae import artifacts, cli, layout, params
+from mnist_vae import artifacts, cli, layout, numerics, params
 
 
 def main() -> None:
@@ -24,6 +24,7 @@ def main() -> None:
     cfg = p.anomaly
     mnist = artifacts.read_npz(args.mnist, ["train_x", "test_x"])
     fashion = artifacts.read_npz(args.fashion, ["test_x"])
+    numerics.enter(p.numerics, p.train.device)  # before torch is imported
     from mnist_vae import anomaly, figures  # torch: only once params and data are known good
     from mnist_vae.frames import upscale
     from mnist_vae.model import load_checkpoint

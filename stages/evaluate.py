@@ -4,7 +4,7 @@ the encoder means in data/evaluation/<model>.npz."""
 
 import argparse
 
-from mnist_vae import artifacts, cli, layout, params
+from mnist_vae import artifacts, cli, layout, numerics, params
 
 
 def main() -> None:
@@ -13,6 +13,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     args = ap.parse_args()
     p = params.load_for_stage()
+    numerics.enter(p.numerics, p.train.device)  # before torch is imported
     from mnist_vae.evaluation import evaluate_model  # torch: only once the params are known good
     from mnist_vae.model import load_checkpoint
     from mnist_vae.runtime import keep_freed_memory, make_deterministic, resolve_device, to_tensor

@@ -9,7 +9,7 @@ Everything is computed on the CPU, so figures are the same whatever device train
 
 import argparse
 
-from mnist_vae import artifacts, cli, layout, params
+from mnist_vae import artifacts, cli, layout, numerics, params
 
 
 def main() -> None:
@@ -20,6 +20,7 @@ def main() -> None:
     p = params.load_for_stage()
     g = p.grids
     mnist = artifacts.read_npz(args.data, ["test_x", "test_y"])
+    numerics.enter(p.numerics)  # before torch is imported (figures: always the CPU)
     import torch  # only once params and data are known good
 
     from mnist_vae import figures, frames

@@ -9,7 +9,7 @@ import argparse
 
 import pandas as pd
 
-from mnist_vae import artifacts, cli, layout, params
+from mnist_vae import artifacts, cli, layout, numerics, params
 
 
 def main() -> None:
@@ -20,6 +20,7 @@ def main() -> None:
     p = params.load_for_stage()
     arch = p.model(args.model)  # fails on an unknown name before any work
     mnist = artifacts.read_npz(args.data, ["train_x", "test_x"])
+    numerics.enter(p.numerics, p.train.device)  # before torch is imported
     from mnist_vae.model import checkpoint  # torch: only once params and data are known good
     from mnist_vae.training import fit
 

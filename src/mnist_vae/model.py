@@ -7,16 +7,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import numerics
 from .artifacts import read_torch, restore_hint
 from .errors import DataError
 
 IMAGE_PIXELS = 784
 
 
+class Linear(nn.Linear):
+    """nn.Linear whose product is :func:`mnist_vae.numerics.linear`: oneDNN's in portable mode
+    (the same bits on every x86-64 CPU), F.linear's otherwise. Same parameters and init."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return numerics.linear(x, self.weight, self.bias)
+
+
 def _mlp(sizes: list[int]) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        layers += [Linear(fan_in, fan_out), nn.ReLU()]
     return layers
 
 
@@ -41,9 +50,9 @@ class VAE(nn.Module):
         }
         self.latent_dim = latent_dim
         self.encoder = nn.Sequential(*_mlp([input_dim, *encoder_hidden]))
-        self.head = nn.Linear(([input_dim, *encoder_hidden])[-1], 2 * latent_dim)
+        self.head = Linear(([input_dim, *encoder_hidden])[-1], 2 * latent_dim)
         self.decoder = nn.Sequential(*_mlp([latent_dim, *decoder_hidden]),
-                                     nn.Linear(([latent_dim, *decoder_hidden])[-1], input_dim))
+                                     Linear(([latent_dim, *decoder_hidden])[-1], input_dim))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.head(self.encoder(x)).chunk(2, dim=-1)

@@ -8,6 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import numerics
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -84,6 +86,8 @@ def linear(h: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
     Why: MKL's sgemm, which addmm calls on a CPU, took twice as long as oneDNN for these shapes
     on the AMD EPYC measured; `make bench` times both.
     Both are float32 products; they differ by rounding only (tests/test_objective.py)."""
+    if numerics.portable():
+        return numerics.linear(h, layer.weight, layer.bias)
     if h.device.type == "cpu" and torch.backends.mkldnn.is_available():
         return torch.ops.aten.mkldnn_linear(h.to_mkldnn(), layer.weight, layer.bias).to_dense()
     return torch.addmm(layer.bias, h, layer.weight.t())
@@ -103,7 +107,7 @@ class _FusedLogWeights:
     def __init__(self, model, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
         self.hidden, self.last = model.decoder[:-1], model.decoder[-1]
         self.mu, self.std = mu, torch.exp(0.5 * logvar)
-        self.x_w = x @ self.last.weight                                  # B x H
+        self.x_w = numerics.linear(x, self.last.weight.t())              # B x H: x W
         self.x_b = x @ self.last.bias                                    # B
         self.half_logvar_sum = 0.5 * logvar.sum(-1)
         self._work: dict[int, torch.Tensor] = {}

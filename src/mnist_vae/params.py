@@ -149,8 +149,23 @@ class AnomalyParams(_Section):
     batch_size: PosInt
 
 
+class NumericsParams(_Section):
+    """How every torch stage computes on a CPU (mnist_vae.numerics)."""
+
+    mode: Literal["portable", "fast"]
+    threads: PosInt | None
+
+    @model_validator(mode="after")
+    def _portable_needs_threads(self) -> "NumericsParams":
+        if self.mode == "portable" and self.threads is None:
+            raise ValueError("threads: portable mode needs a fixed thread count (another count sums in another "
+                             "order), e.g. 2")
+        return self
+
+
 class Params(_Section):
     data: DataParams
+    numerics: NumericsParams
     models: dict[str, ModelParams] = Field(min_length=1)
     train: TrainParams
     tracking: TrackingParams

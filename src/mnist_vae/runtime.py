@@ -7,6 +7,7 @@ import os
 import numpy as np
 import torch
 
+from . import numerics
 from .errors import ParamsError
 from .machine import cpu_name
 
@@ -73,4 +74,5 @@ def describe_machine(device: torch.device) -> dict[str, object]:
                                "torch": torch.__version__, "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    info.update(numerics.record())
     return info

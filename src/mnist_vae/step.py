@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import objective
+from .numerics import linear_into
 from .errors import StepMismatchError
 from .model import VAE
 
@@ -138,18 +139,18 @@ class ElboStep:
         # forward
         h = x
         for lin, out in zip(self.encoder, b.enc):
-            torch.addmm(lin.bias, h, lin.weight.t(), out=out).relu_()
+            linear_into(out, h, lin.weight, lin.bias).relu_()
             h = out
-        torch.addmm(self.head.bias, h, self.head.weight.t(), out=b.head)
+        linear_into(b.head, h, self.head.weight, self.head.bias)
         mu, logvar = b.head[:, :d], b.head[:, d:]
         torch.mul(logvar, 0.5, out=b.std).exp_()
         torch.addcmul(mu, b.std, eps, out=b.z)
         h = b.z
         for lin, out in zip(self.decoder[:-1], b.dec):
-            torch.addmm(lin.bias, h, lin.weight.t(), out=out).relu_()
+            linear_into(out, h, lin.weight, lin.bias).relu_()
             h = out
         last = self.decoder[-1]
-        torch.addmm(last.bias, h, last.weight.t(), out=b.logits)
+        linear_into(b.logits, h, last.weight, last.bias)
         # loss: BCE = sum(softplus(l) - x * l), KL = sum(mu^2 + sigma^2 - 1 - logvar) / 2
         softplus = objective.softplus_row_sums(b.logits, b.logits_grad).sum()  # logits_grad as scratch
         self.total.add_(softplus).sub_(torch.dot(x.reshape(-1), b.logits.view(-1)))
@@ -176,10 +177,10 @@ class ElboStep:
         """Weight and bias gradients of ``lin`` from its output gradient g; returns the gradient
         with respect to its input (through the ReLU that produced h_in when ``relu``). With
         ``update``, Adam then updates ``lin`` (after g_in, which needs the old weights)."""
-        torch.mm(g.t(), h_in, out=lin.weight.grad)
+        linear_into(lin.weight.grad, g.t(), h_in.t())  # g^T h_in
         torch.sum(g, dim=0, out=lin.bias.grad)
         if g_in is not None:
-            torch.mm(g, lin.weight, out=g_in)
+            linear_into(g_in, g, lin.weight.t())  # g W
             if relu:  # ReLU's backward, in place: zero where the ReLU's output is 0
                 torch.ops.aten.threshold_backward.grad_input(g_in, h_in, 0, grad_input=g_in)
         if update:
