@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help setup repro test bench repro-check spread tolerances power clean-venv
+.PHONY: help setup repro test bench probe repro-check spread tolerances power clean-venv
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -33,8 +33,12 @@ repro: setup ## set up, then run the whole DVC pipeline on the default params (d
 test: setup ## set up, then run the test suite (unit tests and the real pipeline on a fast profile)
 	$(BIN)/python -m pytest
 
-bench: setup ## the speed benchmark: training and evaluation against their baselines (reports/benchmark.*)
+bench: setup ## the speed benchmark: training and evaluation against their baselines, portable against fast numerics (reports/benchmark*)
 	$(BIN)/python benchmarks/train_speed.py
+
+probe: setup ## same seed, same bytes? train and evaluate natively and as emulated Intel and AMD CPUs (qemu-user)
+	$(BIN)/dvc repro binarize
+	$(BIN)/python tools/probe_numerics.py
 
 repro-check: setup ## the reproduction gate: dvc repro --force, then the metrics against tolerances.yaml
 	$(BIN)/python tools/repro_check.py

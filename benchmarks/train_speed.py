@@ -34,11 +34,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import sys
 import torch
+import yaml
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_vae import artifacts, data, params
+from mnist_vae import artifacts, data, numerics, params
 from mnist_vae.runtime import flush_denormals, keep_freed_memory, resolve_device
 from mnist_vae.training import fit
 from mnist_vae.machine import cpu_name
@@ -120,9 +122,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def enter_numerics(mode: str) -> None:
+    """This process's numerics as a stage sets them up, in `mode` at params.yaml's thread count;
+    the pins come from the environment the process was started with (:func:`isolated`)."""
+    numerics.enter(params.load(REPO / "params.yaml").numerics.model_copy(update={"mode": mode}))
+
+
 def run_project(binarized: Path, epochs: int, device: str, seed: int, tracking: bool,
-                model_name: str = "vae20d", step_kind: str = "auto") -> dict:
+                model_name: str = "vae20d", step_kind: str = "auto", mode: str = "fast") -> dict:
     """The train stage's own code path (fit) on the given data, params.yaml but these settings."""
+    enter_numerics(mode)
     p = params.load(REPO / "params.yaml")
     cfg = p.train.model_copy(update=dict(epochs=epochs, seed=seed, device=device, train_limit=None, test_limit=None))
     tracking_cfg = p.tracking.model_copy(update={"enabled": tracking})
@@ -135,10 +144,23 @@ def run_project(binarized: Path, epochs: int, device: str, seed: int, tracking: 
 
 
 def isolated(fn, *args, **kwargs):
-    """fn(*args, **kwargs) in a fresh Python process (spawned, so nothing is shared with this one)."""
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(fn, *args, **kwargs).result()
+    """fn(*args, **kwargs) in a fresh Python process (spawned, so nothing is shared with this one),
+    started with the pins of its numerics mode (kwargs' `mode`, else fast: the loops compared with
+    the reference are the fast paths) in its environment, as a stage sets them before it imports
+    torch."""
+    mode = kwargs.get("mode", "fast")
+    p = params.load(REPO / "params.yaml").numerics
+    saved = dict(os.environ)
+    for name in numerics.PORTABLE_ENV:
+        os.environ.pop(name, None)
+    os.environ.update(numerics.environment(mode, p.threads))
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            return pool.submit(fn, *args, **kwargs).result()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def matmul_gflops(device: torch.device, repeats: int = 300) -> float:
@@ -173,7 +195,8 @@ def _time_products(products, repeats: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def training_floor(model_name: str, device: str, n_train: int = 60000, n_test: int = 10000) -> float:
+def training_floor(model_name: str, device: str, n_train: int = 60000, n_test: int = 10000,
+                   ) -> float:
     """Seconds of one epoch's matrix products alone, for the fused step at the params' batch
     size: forward through every Linear, each layer's weight gradient, the input gradient of every
     layer but the first, for every batch; plus the per-epoch test loss's forward products."""
@@ -201,7 +224,7 @@ def training_floor(model_name: str, device: str, n_train: int = 60000, n_test: i
     return seconds + _time_products(step_products(p.train.eval_batch_size, False), n_test // p.train.eval_batch_size, dev)
 
 
-def iwae_side_by_side(model_name: str, device: str, images: int) -> dict:
+def iwae_side_by_side(model_name: str, device: str, images: int, mode: str = "fast") -> dict:
     """The evaluate stage's IWAE (mnist_vae.evaluation.iwae_nll, K and chunk from params.yaml) on
     `images` real test images with a freshly initialised model of this architecture (the time
     does not depend on the weights), the same with objective.py's plain log weights (the code
@@ -211,6 +234,7 @@ def iwae_side_by_side(model_name: str, device: str, images: int) -> dict:
     from mnist_vae.evaluation import default_images_per_pass, iwae_nll
     from mnist_vae.model import build
 
+    enter_numerics(mode)
     flush_denormals()
     keep_freed_memory()  # as the evaluate stage does
     torch.manual_seed(0)
@@ -258,10 +282,18 @@ def flops_per_epoch(n_images: int = 60000) -> float:
     return n_images * (6 * macs - 2 * layers[0][0] * layers[0][1])
 
 
-def time_dvc(work: Path) -> dict:
+def time_dvc(work: Path, mode: str | None = None) -> dict:
     """Full `dvc repro --force` from a clean copy (no data, no cache; forced so that the stages whose
-    committed metrics DVC would accept, the evaluation, are recomputed too), then a no-op `dvc repro`."""
-    repo = copy_worktree(REPO, work / "repo")
+    committed metrics DVC would accept, the evaluation, are recomputed too), then a no-op `dvc repro`;
+    with `mode`, numerics.mode set to it in the copy's params.yaml first."""
+    repo = copy_worktree(REPO, work / f"repo-{mode or 'params'}")
+    if mode is not None:
+        raw = yaml.safe_load((repo / "params.yaml").read_text())
+        if raw["numerics"]["mode"] != mode:
+            subprocess.run([sys.executable, "-c", (
+                "import sys, yaml; path = 'params.yaml'; text = open(path).read()\n"
+                f"text = text.replace('mode: {raw['numerics']['mode']}', 'mode: {mode}', 1)\n"
+                "open(path, 'w').write(text)")], cwd=repo, check=True)
     env = tool_env()
     t0 = time.perf_counter()
     subprocess.run([dvc_exe(), "repro", "--force"], cwd=repo, env=env, check=True, capture_output=True)
@@ -286,6 +318,41 @@ def mean(xs) -> float:
     return float(np.mean(xs))
 
 
+def numerics_side_by_side(npz: Path, tmp: Path, epochs: int, device: str, seed: int, images: int,
+                          skip_dvc: bool) -> tuple[dict, str]:
+    """Portable against fast numerics (mnist_vae.numerics), each measure in both modes, the two
+    alternating: seconds per 20-d training epoch (best of two runs each), one IWAE pass over
+    `images` images (the evaluate stage's code), and the full `dvc repro --force` from clean."""
+    modes = ("fast", "portable")
+    epoch = {m: [] for m in modes}
+    loss = {}
+    for _ in range(2):
+        for m in modes:
+            run = isolated(run_project, npz, epochs, device, seed, False, mode=m)
+            epoch[m].append(mean(run["epoch_seconds"]))
+            loss[m] = run["test_loss"]
+            print(f"{m}: seconds per epoch {[round(t, 3) for t in run['epoch_seconds']]}", flush=True)
+    iwae = {m: isolated(iwae_side_by_side, "vae20d", device, images, mode=m) for m in modes}
+    repro = {} if skip_dvc else {m: time_dvc(tmp, mode=m)["full_repro_seconds"] for m in modes}
+    result = {"epoch_seconds": {m: min(v) for m, v in epoch.items()}, "epoch_runs": epoch, "test_loss": loss,
+              "iwae_seconds": {m: r["fused_seconds"] for m, r in iwae.items()}, "iwae_images": images,
+              "full_repro_seconds": repro}
+    rows = [("seconds per 20-d training epoch (best of 2 runs)", result["epoch_seconds"]),
+            (f"seconds for the IWAE of the 20-d model, {images} images, K = {iwae['fast']['k']}",
+             result["iwae_seconds"])]
+    if repro:
+        rows.append(("full dvc repro --force from clean (s)", repro))
+    md = [f"Portable against fast numerics (params.yaml `numerics.mode`), {epochs} epochs a training run, on "
+          f"{machine()}: portable pins MKL's CBWR branch, ATen's capability, oneDNN's ISA and the thread count "
+          "and takes every product through oneDNN; fast takes each CPU's own kernels.", "",
+          "| measure | fast | portable | portable / fast |", "|---|---:|---:|---:|"]
+    md += [f"| {name} | {v['fast']:.2f} | {v['portable']:.2f} | **{v['portable'] / v['fast']:.2f}x** |"
+           for name, v in rows]
+    md += ["", f"Test loss after {epochs} epochs: fast {loss['fast']:.4f}, portable {loss['portable']:.4f} "
+           "(another rounding of the products: another trajectory, within the seed spread)."]
+    return result, "\n".join(md)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=2)
@@ -294,6 +361,8 @@ def main() -> None:
     ap.add_argument("--skip-dvc", action="store_true", help="do not time the full and no-op dvc repro")
     ap.add_argument("--iwae-images", type=int, default=500, help="test images in the IWAE timing")
     ap.add_argument("--out", default=str(REPO / "reports" / "benchmark"))
+    ap.add_argument("--numerics-only", action="store_true",
+                    help="only the portable-against-fast comparison (reports/benchmark-numerics.*)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     dev, n = str(device), args.epochs
@@ -302,6 +371,13 @@ def main() -> None:
         tmp = Path(tmp)
         data.download("mnist", tmp / "raw")
         data.binarize_dataset(tmp / "raw", tmp / "mnist.npz", 0.5)
+        num_result, num_md = numerics_side_by_side(tmp / "mnist.npz", tmp, args.epochs, dev, args.seed,
+                                                   args.iwae_images, args.skip_dvc)
+        print(num_md, flush=True)
+        artifacts.write_json(args.out + "-numerics.json", num_result)
+        artifacts.write_bytes(args.out + "-numerics.md", (num_md + "\n").encode())
+        if args.numerics_only:
+            return
         root = torchvision_root(tmp / "raw", tmp / "tv")
         npz = tmp / "mnist.npz"
         print(f"machine: {describe}; device {device}", flush=True)

@@ -129,3 +129,92 @@ def test_a_diff_against_a_commit_before_the_move_pairs_old_and_new_paths():
     rows = gate.compare(gate.across_the_move(diff), gate.load_rules(REPO / "tolerances.yaml"))
     assert [(r.metric, r.ok) for r in rows] == [("reports/models/vae20d/anomaly.json:model", True),
                                               ("reports/models/vae20d/train.json:test_loss", True)]
+
+
+# --- exact mode (portable numerics on x86-64) ---------------------------------------------------
+
+def _committed_flat() -> dict:
+    import json
+
+    from mnist_vae import layout, spread
+
+    files = {}
+    for model_dir in sorted((REPO / layout.MODELS_REPORTS).iterdir()):
+        for name in layout.METRICS_FILES:
+            path = model_dir / name
+            if path.exists():
+                files[str(path.relative_to(REPO))] = json.loads(path.read_text())
+    return spread.flat_metrics(files)
+
+
+def _committed_machines() -> dict:
+    import json
+
+    from mnist_vae import layout
+
+    return {d.name: json.loads((d / "timings-train.json").read_text())["machine"]
+            for d in sorted((REPO / layout.MODELS_REPORTS).iterdir())}
+
+
+PORTABLE = {"numerics": "portable", "bitwise_promise": True, "threads": 2, "cpu_capability": "AVX2"}
+
+
+def test_the_committed_run_is_portable_so_a_rerun_on_x86_64_is_held_exactly():
+    machines = _committed_machines()
+    assert gate.exact_mode(machines, machines)
+    assert all(m["numerics"] == "portable" and m["bitwise_promise"] for m in machines.values())
+
+
+@pytest.mark.parametrize("new, committed, exact", [
+    ({"a": PORTABLE}, {"a": PORTABLE}, True),
+    ({"a": PORTABLE}, {"a": {**PORTABLE, "numerics": "fast", "bitwise_promise": False}}, False),
+    ({"a": {**PORTABLE, "bitwise_promise": False}}, {"a": PORTABLE}, False),  # aarch64, CUDA
+    ({"a": PORTABLE}, {"a": None}, False),  # a commit without a machine record
+    ({"a": PORTABLE}, {"a": PORTABLE, "b": PORTABLE}, False),  # another set of models
+    ({}, {}, False),
+])
+def test_exact_mode_needs_every_run_portable_with_the_promise(new, committed, exact):
+    assert bool(gate.exact_mode(new, committed)) is exact
+
+
+def test_exact_gate_passes_the_committed_metrics_and_fails_a_005_nat_shift():
+    flat = _committed_flat()
+    rules = gate.load_rules(REPO / "tolerances.yaml")
+    rows = gate.compare_exact(gate.diff_of(flat, dict(flat)), rules)
+    assert rows and not gate.failures(rows)
+    key = "reports/models/vae20d/train.json:test_loss"
+    shifted = {**flat, key: flat[key] + 0.05}
+    failing = gate.failures(gate.compare_exact(gate.diff_of(flat, shifted), rules))
+    assert [r.metric for r in failing] == [key]
+
+
+@pytest.mark.parametrize("ulps, ok", [(0, True), (gate.EXACT_ULPS, True), (gate.EXACT_ULPS + 1, False)])
+def test_exact_gate_allows_a_few_ulps_and_no_more(ulps, ok):
+    value = 88.123456789
+    new = value
+    for _ in range(ulps):
+        new = math.nextafter(new, math.inf)
+    rows = gate.compare_exact(gate.diff_of({"m.json:x": value}, {"m.json:x": new}), [])
+    assert rows[0].ok is ok
+
+
+def test_exact_gate_fails_a_vanished_or_appeared_metric_and_a_changed_type():
+    rows = gate.compare_exact(gate.diff_of({"m.json:a": 1.0, "m.json:b": 2}, {"m.json:b": 2.0, "m.json:c": 3.0}), [])
+    assert {r.metric: r.ok for r in rows} == {"m.json:a": False, "m.json:b": False, "m.json:c": False}
+
+
+def test_output_bytes_compare_every_output_but_timings():
+    lock = """
+stages:
+  train@m:
+    outs:
+    - {path: models/m.pt, md5: %s}
+    - {path: reports/models/m/timings-train.json, md5: %s}
+  report:
+    outs:
+    - {path: reports/index.html, md5: %s}
+"""
+    old = lock % ("a" * 32, "b" * 32, "c" * 32)
+    assert not gate.failures(gate.compare_outputs(old, lock % ("a" * 32, "d" * 32, "e" * 32)))
+    rows = gate.compare_outputs(old, lock % ("f" * 32, "b" * 32, "c" * 32))
+    assert [r.metric for r in gate.failures(rows)] == ["models/m.pt (bytes)"]

@@ -366,23 +366,42 @@ def test_dvc_push_pull_round_trip(work, tmp_path):
     assert ran_stages(dvc("repro", cwd=clone).stdout) == set()  # nothing retrains
 
 
-def test_gate_fails_with_table_when_a_committed_metric_differs(work):
-    """A committed 20-d test_loss 2 nats off the reproduced one: the gate fails with the table."""
+@pytest.mark.parametrize("mode, shift, flag, tolerance, message", [
+    ("exact", 0.05, [], "exact", "a portable rerun on x86-64 must equal"),
+    ("statistical", 2.0, ["--statistical"], "abs", "drifted beyond tolerance"),
+])
+def test_gate_fails_with_table_when_a_committed_metric_differs(work, mode, shift, flag, tolerance, message):
+    """A committed 20-d test_loss off the reproduced one: the gate fails with the table. Both runs
+    are portable on this x86-64 CPU, so the gate is exact and 0.05 nats fail; with --statistical
+    (the tolerances for other machines and fast mode) 2 nats do."""
     path = work / layout.train_metrics("vae20d")
     real = path.read_text()
-    ok = sh([sys.executable, "tools/repro_check.py", "--compare-only"], work)
-    assert "repro-check: OK" in ok.stdout
+    ok = sh([sys.executable, "tools/repro_check.py", "--compare-only", *flag], work)
+    assert "repro-check: OK" in ok.stdout and f"{mode} mode" in ok.stdout
     edited = json.loads(real)
-    edited["test_loss"] += 2
+    edited["test_loss"] += shift
     path.write_text(json.dumps(edited))
     git(work, "commit", "-qam", "scratch: edited metric")
     path.write_text(real)
-    proc = sh([sys.executable, "tools/repro_check.py", "--compare-only"], work, check=False)
+    proc = sh([sys.executable, "tools/repro_check.py", "--compare-only", *flag], work, check=False)
     assert proc.returncode != 0
     drift = [line for line in proc.stdout.splitlines() if line.endswith("DRIFT")]
     assert len(drift) == 1 and drift[0].split()[0] == f"{layout.train_metrics('vae20d')}:test_loss"
-    assert drift[0].split()[1:4] == [f"{edited['test_loss']:.6g}", f"{json.loads(real)['test_loss']:.6g}", "abs"]
-    assert "drifted beyond tolerance" in proc.stderr
+    assert drift[0].split()[1:4] == [f"{edited['test_loss']:.6g}", f"{json.loads(real)['test_loss']:.6g}", tolerance]
+    assert message in proc.stderr
+
+
+def test_exact_gate_fails_when_an_output_differs_byte_for_byte(work):
+    """A model whose bytes differ from the committed one, metrics equal: the exact gate fails on it."""
+    lock = work / "dvc.lock"
+    text = lock.read_text()
+    doc = yaml.safe_load(text)
+    md5 = next(o["md5"] for o in doc["stages"]["train@vae2d"]["outs"] if o["path"] == "models/vae2d.pt")
+    lock.write_text(text.replace(md5, "0" * 32))
+    proc = sh([sys.executable, "tools/repro_check.py", "--compare-only"], work, check=False)
+    assert proc.returncode != 0, proc.stdout
+    drift = [line.split()[0] for line in proc.stdout.splitlines() if line.endswith("DRIFT")]
+    assert drift == ["models/vae2d.pt"], proc.stdout
 
 
 def test_dvc_exp_run_with_a_set_param_reruns_only_what_depends_on_it(work):

@@ -5,11 +5,16 @@
    valid, e.g. the evaluation, and the gate would compare them with themselves);
 2. `dvc status` then reports nothing to do;
 3. a second `dvc repro` runs no stage;
-4. the metrics agree with the committed ones (`dvc metrics diff --all --json HEAD`) within the
-   tolerances in tolerances.yaml, derived from the spread study (make spread, make tolerances);
-   on drift it prints the table, with each drift in units of the measured spread, and fails.
+4. the metrics agree with the committed ones (`dvc metrics diff --all --json HEAD`):
+   - exactly, when both runs used portable numerics on an x86-64 CPU (every run's machine record
+     says so): every metric equal (within a few ulps through text) and every output's md5 in
+     dvc.lock the same, timings aside;
+   - else within the tolerances in tolerances.yaml, derived from the spread study (make spread,
+     make tolerances), with each drift in units of the measured spread.
+   On a difference it prints the table and fails.
 
---compare-only runs step 4 alone (on the metrics in the working tree).
+--compare-only runs step 4 alone (on the metrics in the working tree); --statistical uses the
+tolerances even where the runs are exact.
 """
 
 import argparse
@@ -17,8 +22,9 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from mnist_vae import gate
+from mnist_vae import gate, layout, params
 from mnist_vae.workspace import dvc_exe
 
 DVC = dvc_exe()
@@ -36,10 +42,30 @@ def step(title: str, args: list[str], capture: bool = False) -> tuple[str, float
     return (proc.stdout if capture else ""), seconds
 
 
+def git_show(rev: str, path: str) -> str | None:
+    proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def machines(rev: str | None) -> dict:
+    """Each model's machine record (timings-train.json): the working tree's, or a commit's."""
+    out = {}
+    for model in params.load().models:
+        path = layout.timings(model, "train")
+        text = git_show(rev, path) if rev else (Path(path).read_text() if Path(path).exists() else None)
+        try:
+            out[model] = json.loads(text).get("machine") if text else None
+        except (ValueError, AttributeError):
+            out[model] = None
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare-only", action="store_true")
     ap.add_argument("--rev", default="HEAD", help="the commit whose metrics are the reference")
+    ap.add_argument("--statistical", action="store_true", help="the tolerances of tolerances.yaml even where the "
+                                                               "runs are exact (portable numerics on x86-64)")
     args = ap.parse_args()
     try:  # first: a broken tolerances file must not wait for a full reproduction
         rules = gate.load_rules()
@@ -56,7 +82,15 @@ def main() -> None:
             sys.exit(f"repro-check: FAILED: the second `dvc repro` ran stages:\n{out}")
     out, _ = step("metrics diff", [DVC, "metrics", "diff", "--all", "--json", args.rev], capture=True)
     # a --rev from before the metrics moved to reports/models/<model>/ pairs under the new paths
-    rows = gate.compare(gate.across_the_move(json.loads(out or "{}")), rules)
+    diff = gate.across_the_move(json.loads(out or "{}"))
+    exact = "" if args.statistical else gate.exact_mode(machines(None), machines(args.rev))
+    if exact:
+        print(f"exact mode: {exact}")
+        rows = gate.compare_exact(diff, rules)
+        rows += gate.compare_outputs(git_show(args.rev, "dvc.lock"), Path("dvc.lock").read_text())
+    else:
+        print("statistical mode: the tolerances of tolerances.yaml (the runs are not both portable on x86-64)")
+        rows = gate.compare(diff, rules)
     print(gate.table(rows))
     for name, seconds in timings.items():
         print(f"{name}: {seconds:.1f} s")
@@ -68,10 +102,16 @@ def main() -> None:
         print(f"{len(shown)} metric(s) shown but not gated (tolerances.yaml: too noisy to gate, or not yet "
               f"measured by the spread study)")
     if drift:
+        if exact:
+            sys.exit(f"repro-check: FAILED: {len(drift)} metric(s) or output(s) differ from the committed run, which "
+                     f"a portable rerun on x86-64 must equal (see the DRIFT rows above)")
         sys.exit(f"repro-check: FAILED: {len(drift)} metric(s) drifted beyond tolerance or are not usable numbers "
                  f"(see the DRIFT and FAIL rows above; drift/sigma is the drift in units of the measured spread of a "
                  f"difference of two runs)")
-    print(f"repro-check: OK ({len(rows) - len(shown)} gated metrics within tolerance)")
+    if exact:
+        print(f"repro-check: OK (exact: {len(rows)} metrics and outputs equal to the committed run)")
+    else:
+        print(f"repro-check: OK ({len(rows) - len(shown)} gated metrics within tolerance)")
 
 
 if __name__ == "__main__":

@@ -220,3 +220,81 @@ def table(rows: list[Row]) -> str:
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
+# --- exact mode: a portable same-seed rerun on an x86-64 CPU ------------------------------------
+
+# A value that passes through JSON text comes back to the bit (Python writes floats by repr);
+# a few ulps leave room for a writer that rounds once, and nothing a real change could hide in.
+EXACT_ULPS = 4
+
+
+def exact_mode(new: dict[str, Any], committed: dict[str, Any]) -> str:
+    """Why the rerun must equal the committed run to the bit, or "" when it need not.
+
+    `new` and `committed` map each model to the machine record of its training (timings-train.json's
+    `machine`). Exact when every record of both runs says portable numerics with the bitwise
+    promise (an x86-64 CPU with AVX2, the CPU as device): then another CPU gives the same bytes.
+    """
+    if not new or set(new) != set(committed):
+        return ""
+    for side in (new, committed):
+        for record in side.values():
+            if not isinstance(record, dict) or record.get("numerics") != "portable" or \
+                    record.get("bitwise_promise") is not True:
+                return ""
+    return ("both runs used portable numerics on an x86-64 CPU: every metric must be equal (within "
+            f"{EXACT_ULPS} ulps through text) and every output byte for byte, timings aside")
+
+
+def _ulps_apart(a: float, b: float) -> float:
+    if a == b:
+        return 0.0
+    return abs(a - b) / math.ulp(max(abs(a), abs(b)))
+
+
+def compare_exact(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[str, Any]]) -> list[Row]:
+    """Rows for every metric, each held to equality (floats within EXACT_ULPS); `ignore` rules
+    still drop what is not a result (the device name)."""
+    rows = []
+    for path, metrics in sorted(diff.items()):
+        for key, values in sorted(metrics.items()):
+            name = f"{path}:{key}"
+            if rule_for(name, rules).get("ignore"):
+                continue
+            old, new = values.get("old"), values.get("new")
+            problem = problem_of(old, new, {}, None)
+            if isinstance(old, float) and isinstance(new, float):
+                ok = math.isfinite(old - new) and _ulps_apart(old, new) <= EXACT_ULPS
+            else:  # also the type: an int that became a float is another writer
+                ok = type(old) is type(new) and within(old, new, {"exact": True})
+            rows.append(Row(name, old, new, "exact", ok and not problem, True, None, problem))
+    return rows
+
+
+def _is_timing(path: str) -> bool:
+    """Outputs that hold times or show them: they differ between any two runs."""
+    name = path.rsplit("/", 1)[-1]
+    return name.startswith("timings-") or path == "reports/index.html"
+
+
+def output_hashes(lock_text: str | None) -> dict[str, str]:
+    """{output path: md5} of every stage output in a dvc.lock (a folder's md5 covers its files)."""
+    doc = yamlfile.loads(lock_text or "") or {}
+    out = {}
+    for stage in (doc.get("stages") or {}).values():
+        for entry in stage.get("outs") or []:
+            out[entry["path"]] = entry.get("md5", "")
+    return out
+
+
+def compare_outputs(committed_lock: str | None, new_lock: str | None) -> list[Row]:
+    """One row per output of either dvc.lock, timings aside: the same md5 or a failure."""
+    old, new = output_hashes(committed_lock), output_hashes(new_lock)
+    rows = []
+    for path in sorted(set(old) | set(new)):
+        if _is_timing(path):
+            continue
+        a, b = old.get(path), new.get(path)
+        rows.append(Row(f"{path} (bytes)", a and a[:12], b and b[:12], "exact", a is not None and a == b))
+    return rows
