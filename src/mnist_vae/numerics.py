@@ -73,8 +73,8 @@ def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
     """
     mode, threads = cfg.mode, cfg.threads
     wanted = environment(mode, threads)
-    if "torch" in sys.modules:
-        clash = {k: v for k, v in wanted.items() if os.environ.get(k) != v}
+    if "torch" in sys.modules:  # the thread count can still be set (and is checked below); the pins cannot
+        clash = {k: v for k, v in wanted.items() if k in PORTABLE_ENV and os.environ.get(k) != v}
         if clash:
             raise NumericsError(f"numerics: torch was imported before the {mode} settings were made "
                                 f"({', '.join(clash)}); call numerics.enter() first")
