@@ -55,8 +55,8 @@ def main() -> None:
     html = report.page(
         sections=sections,
         study=study["study"],
-        within_std=2,
-        reference_rows=spread.reference_rows(reference["numbers"], study["metrics"], spread.flat_metrics(metrics)),
+        reference_rows=spread.reference_rows(reference["numbers"], spread.default_params_runs(study),
+                                             spread.flat_metrics(metrics)),
         learning_curves="figures/report-learning-curves.png",
         epoch_rows=report.epoch_rows(reference["epochs"], histories),
         roc_curves="figures/report-roc-curves.png" if rocs else None,

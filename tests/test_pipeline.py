@@ -392,16 +392,16 @@ def test_gate_fails_with_table_when_a_committed_metric_differs(work, mode, shift
 
 
 def test_exact_gate_fails_when_an_output_differs_byte_for_byte(work):
-    """A model whose bytes differ from the committed one, metrics equal: the exact gate fails on it."""
-    lock = work / "dvc.lock"
-    text = lock.read_text()
-    doc = yaml.safe_load(text)
-    md5 = next(o["md5"] for o in doc["stages"]["train@vae2d"]["outs"] if o["path"] == "models/vae2d.pt")
-    lock.write_text(text.replace(md5, "0" * 32))
+    """A figure whose bytes differ from the committed one, every metric equal: the exact gate fails
+    on that output alone."""
+    png = work / "reports/images/vae2d/manifold.png"
+    png.write_bytes(png.read_bytes() + b"\0")
+    dvc("commit", "-f", "render-grids@vae2d", cwd=work)
     proc = sh([sys.executable, "tools/repro_check.py", "--compare-only"], work, check=False)
     assert proc.returncode != 0, proc.stdout
     drift = [line.split()[0] for line in proc.stdout.splitlines() if line.endswith("DRIFT")]
-    assert drift == ["models/vae2d.pt"], proc.stdout
+    assert drift == ["reports/images/vae2d/manifold.png"], proc.stdout
+    assert "reports/images/vae2d/manifold.png (bytes): differs" in proc.stderr
 
 
 def test_dvc_exp_run_with_a_set_param_reruns_only_what_depends_on_it(work):

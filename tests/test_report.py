@@ -46,9 +46,9 @@ def test_reference_rows_mark_a_reference_outside_our_spread():
     ref = [{"label": "loss", "value": 10.0, "metric": "f.json:loss"},
            {"label": "kl", "value": 5.0, "metric": "f.json:kl"},
            {"label": "new", "value": 1.0, "metric": "g.json:x"}]
-    summary = {"f.json:loss": {"mean": 10.2, "std": 0.2, "n": 8}, "f.json:kl": {"mean": 6.0, "std": 0.25, "n": 8}}
-    rows = spread.reference_rows(ref, summary, {"f.json:loss": 10.1, "f.json:kl": 6.1})
-    assert [(r["within"], r["z"]) for r in rows[:2]] == [(True, pytest.approx(-1.0)), (False, pytest.approx(-4.0))]
+    runs = {f"seed-{i}": {"f.json:loss": 10.2 + d, "f.json:kl": 6.0 + d} for i, d in enumerate([-0.2, 0.0, 0.2])}
+    rows = spread.reference_rows(ref, runs, {"f.json:loss": 10.1, "f.json:kl": 6.1})
+    assert [(r["within"], r["z"]) for r in rows[:2]] == [(True, pytest.approx(-1.0)), (False, pytest.approx(-5.0))]
     assert rows[2]["n"] is None and rows[2]["ours"] is None
     html = report.page(**page_context(reference_rows=rows))
     outside = re.findall(r'<tr class="outside"><td>(.*?)</td>', html)
@@ -67,7 +67,7 @@ def section(name="m", **overrides):
 
 def page_context(**overrides):
     context = dict(
-        sections=[section()], study={"n_seeds": 8, "machines": {"default": "a CPU", "seed-1": "a CPU", "xeon": "<another> CPU"}}, within_std=2, reference_rows=[],
+        sections=[section()], study={"n_seeds": 8, "machines": {"default": "a CPU", "seed-1": "a CPU", "xeon": "<another> CPU"}}, reference_rows=[],
         learning_curves="figures/report-learning-curves.png", epoch_rows=[],
         roc_curves="figures/report-roc-curves.png", benchmarks=[])
     context.update(overrides)
@@ -80,8 +80,8 @@ def test_the_page_names_the_machines_of_the_study_once_each():
 
 
 def test_page_links_exactly_its_figures_and_escapes_text():
-    rows = [{"label": "<b>loss</b> & co", "reference": 1.0, "ours": 1.0, "mean": None, "std": None, "n": None,
-             "z": None, "within": None}]
+    rows = [{"label": "<b>loss</b> & co", "reference": 1.0, "ours": 1.0, "shown": None, "mean": None, "std": None,
+             "n": None, "half": None, "z": None, "within": None}]
     gif = {"bytes": 4_500_000, "frames": 94,
            "seconds_per_frame": 0.05, "grey_levels": 23, "tolerance": 9, "worst_psnr_db": 37.7}
     studied = section("a", gifs=report.gif_rows("a", {"manifold-all.gif": gif}),

@@ -100,14 +100,16 @@ def main() -> None:
     shown = [r for r in rows if not r.gated]
     if shown:
         print(f"{len(shown)} metric(s) shown but not gated (tolerances.yaml: too noisy to gate, or not yet "
-              f"measured by the spread study)")
+              f"measured by the spread study); each still fails beyond its sanity bound")
     if drift:
+        named = "; ".join(f"{r.metric}: {r.problem or ('differs' if exact else 'beyond ' + r.tolerance)}"
+                          for r in drift[:3]) + (f"; and {len(drift) - 3} more" if len(drift) > 3 else "")
         if exact:
             sys.exit(f"repro-check: FAILED: {len(drift)} metric(s) or output(s) differ from the committed run, which "
-                     f"a portable rerun on x86-64 must equal (see the DRIFT rows above)")
+                     f"a portable rerun on x86-64 must equal (the DRIFT rows above): {named}")
         sys.exit(f"repro-check: FAILED: {len(drift)} metric(s) drifted beyond tolerance or are not usable numbers "
-                 f"(see the DRIFT and FAIL rows above; drift/sigma is the drift in units of the measured spread of a "
-                 f"difference of two runs)")
+                 f"(the DRIFT and FAIL rows above; drift/sigma is the drift in units of the measured spread of a "
+                 f"difference of two runs): {named}")
     if exact:
         print(f"repro-check: OK (exact: {len(rows)} metrics and outputs equal to the committed run)")
     else:

@@ -9,9 +9,13 @@ one of:
   rel: X                  |new - committed| <= X * |committed|
   report: true            shown, never failing: a metric the spread study has not measured yet
 and optionally `sigma_diff` (the measured spread of the difference of two runs, which the
-table uses to show each drift in units of it) and `gated: false` with its `why` (shown, never
-failing).
+table uses to show each drift in units of it) and `gated: false` with its `why` (shown, and
+failing only beyond the sanity bound), or `why` alone (how a gated tolerance was derived).
 The first rule that matches wins; a metric no rule matches must be equal.
+
+Whatever its rule, a metric fails when it vanishes or appears, changes type, is not finite, or
+takes a value the metric cannot have (a negative loss or KL, a rate outside [0, 1], a percentile
+outside [0, 100]); a row that is not gated still fails beyond its sanity bound.
 """
 
 from __future__ import annotations
@@ -32,12 +36,39 @@ OPTIONAL = ("sigma_diff", "gated", "why")
 
 
 # A row the gate does not gate (too noisy, or not measured by the study yet) still fails when it
-# moves beyond these: 10 sigma_diff is beyond anything the study's runs showed (its largest
-# leave-one-out excursion is under 1.5 k = 4.4 sigma_diff), and with no measured spread a
-# 50 % change is no longer noise for any metric of this pipeline (the study's largest relative
-# seed spread is about 10 %); a diverged run (a loss of 1e11) must never read "ok".
+# moves beyond its sanity bound: half its committed value (a collapse to zero or a doubling always
+# fails), capped at 10 sigma_diff where a spread was measured, and never tighter than 3 sigma_diff
+# (a move the study's runs make now and then). A diverged run (a loss of 1e11) never reads "ok".
 SANITY_SIGMA = 10.0
+SANITY_FLOOR_SIGMA = 3.0
 SANITY_REL = 0.5
+
+# What a metric can be, by its key (the part after "<file>:"), first match wins: outside it the
+# value is impossible whatever the tolerance.
+DOMAINS = (
+    ("*percentile", 0.0, 100.0),
+    ("*auroc", 0.0, 1.0), ("*detection_rate", 0.0, 1.0), ("*above_threshold", 0.0, 1.0),
+    ("*z_score", -math.inf, math.inf), ("*iwae_gap", -math.inf, math.inf),
+    ("*loss", 0.0, math.inf), ("*bce", 0.0, math.inf), ("*nll", 0.0, math.inf), ("*kl*", 0.0, math.inf),
+    ("*neg_elbo*", 0.0, math.inf), ("*std", 0.0, math.inf), ("*active_units", 0.0, math.inf),
+)
+
+
+def domain(metric: str) -> tuple[float, float]:
+    """The values a metric ("<file>:<key>") can take: (low, high), unbounded when no entry matches."""
+    key = metric.split(":", 1)[-1]
+    for pattern, low, high in DOMAINS:
+        if fnmatch.fnmatchcase(key, pattern):
+            return low, high
+    return -math.inf, math.inf
+
+
+def sanity_bound(committed: float, sigma: float | None) -> float:
+    """How far a metric that is not gated may move before it fails anyway."""
+    half = SANITY_REL * abs(committed)
+    if not sigma:
+        return half
+    return max(SANITY_FLOOR_SIGMA * sigma, min(SANITY_SIGMA * sigma, half))
 
 
 class RuleError(MnistVaeError, ValueError):
@@ -67,6 +98,14 @@ def check_rule(rule: Any, where: str = "tolerances") -> dict[str, Any]:
     if len(kinds) != 1:
         raise RuleError(f"{where}: rule for {rule['match']!r} needs exactly one of {', '.join(KINDS)}, has "
                         f"{', '.join(kinds) or 'none'}")
+    for key, ok, want in (("gated", lambda v: isinstance(v, bool), "true or false"),
+                          ("why", lambda v: isinstance(v, str) and v.strip(), "a non-empty string"),
+                          ("sigma_diff", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and math.isfinite(v) and v >= 0, "a finite number >= 0")):
+        if key in rule and not ok(rule[key]):
+            raise RuleError(f"{where}: rule for {rule['match']!r}: `{key}` must be {want}, got {rule[key]!r}")
+    if rule.get("gated") is False and "why" not in rule:
+        raise RuleError(f"{where}: rule for {rule['match']!r}: `gated: false` needs its `why`")
     value = rule[kinds[0]]
     if kinds[0] in ("ignore", "exact", "report"):
         if value is not True:
@@ -125,23 +164,30 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def problem_of(committed: Any, new: Any, rule: dict[str, Any], in_spread: float | None) -> str:
-    """Why a metric fails whatever its rule says (gated or not, measured or not): a value that is
-    not finite, a value that is not a number where the committed one is, or an ungated value
-    beyond the sanity bound. Empty when there is none."""
+def problem_of(committed: Any, new: Any, rule: dict[str, Any], metric: str = "") -> str:
+    """Why a metric fails whatever its rule says (gated or not, measured or not), or "": it
+    vanished or appeared, is not finite, changed type, holds a value the metric cannot have, or,
+    not gated, moved beyond its sanity bound."""
+    if committed is None and new is not None:
+        return "appeared (not in the committed run)"
+    if committed is not None and new is None:
+        return "vanished (not in the new run)"
     for value in (committed, new):
         if isinstance(value, float) and not math.isfinite(value):
             return "not finite"
         if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
             return "not finite"
-    if _is_number(committed) and new is not None and not _is_number(new):
-        return "not a number"
+    if type(committed) is not type(new):  # an int that became a float is another writer too
+        return f"changed type ({type(committed).__name__} -> {type(new).__name__})"
+    if _is_number(new) and metric:
+        low, high = domain(metric)
+        if not low <= new <= high:
+            return f"impossible value (must be in [{low:g}, {high:g}])"
     if _is_number(committed) and _is_number(new) and (rule.get("report") or rule.get("gated") is False):
-        if in_spread is not None:
-            if in_spread > SANITY_SIGMA:
-                return f"beyond sanity ({SANITY_SIGMA:g} sigma_diff)"
-        elif abs(new - committed) > SANITY_REL * abs(committed):
-            return f"beyond sanity ({SANITY_REL:.0%} of the value)"
+        sigma = rule.get("sigma_diff")
+        bound = sanity_bound(committed, sigma)
+        if abs(new - committed) > bound * (1 + 1e-12):
+            return f"beyond sanity (moved {abs(new - committed):.4g}, bound {bound:.4g})"
     return ""
 
 
@@ -158,7 +204,7 @@ def compare(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[str, An
             in_spread = None
             if rule.get("sigma_diff") and _is_number(old) and _is_number(new) and math.isfinite(new - old):
                 in_spread = abs(new - old) / rule["sigma_diff"]
-            problem = problem_of(old, new, rule, in_spread)
+            problem = problem_of(old, new, rule, name)
             if rule.get("report"):
                 rows.append(Row(name, old, new, describe(rule), not problem, False, in_spread, problem))
                 continue
@@ -263,7 +309,7 @@ def compare_exact(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[s
             if rule_for(name, rules).get("ignore"):
                 continue
             old, new = values.get("old"), values.get("new")
-            problem = problem_of(old, new, {}, None)
+            problem = problem_of(old, new, {}, name)
             if isinstance(old, float) and isinstance(new, float):
                 ok = math.isfinite(old - new) and _ulps_apart(old, new) <= EXACT_ULPS
             else:  # also the type: an int that became a float is another writer
