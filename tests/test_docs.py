@@ -91,6 +91,7 @@ def tables(path: Path) -> list[str]:
     ("docs/reproducibility.md", "reports/spread/power.md", None),
     ("docs/performance.md", "reports/benchmark.md", None),
     ("docs/performance.md", "reports/benchmark-gpu.md", None),
+    ("docs/performance.md", "reports/benchmark-numerics.md", None),
 ])
 def test_tables_are_the_committed_reports(page, source, which):
     found = tables(REPO / source)
