@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help setup repro test bench probe repro-check spread tolerances power clean-venv
+.PHONY: help setup repro test bench probe prune repro-check spread tolerances power clean-venv
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -35,6 +35,9 @@ test: setup ## set up, then run the test suite (unit tests and the real pipeline
 
 bench: setup ## the speed benchmark: training and evaluation against their baselines, portable against fast numerics (reports/benchmark*)
 	$(BIN)/python benchmarks/train_speed.py
+
+prune: setup ## after removing or renaming a model in params.yaml: remove its outputs and dvc.lock entries
+	$(BIN)/python tools/prune.py
 
 probe: setup ## same seed, same bytes? train and evaluate natively and as emulated Intel and AMD CPUs (qemu-user)
 	$(BIN)/dvc repro binarize

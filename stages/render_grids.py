@@ -3,7 +3,8 @@
 manifold.png (the latent manifold grid), latent-scatter.png (test-set encoder means coloured by
 digit), reconstructions.png (originals over reconstructions) and prior-samples.png (decoded
 samples from N(0, I)). For a latent of more than two dimensions the manifold and the scatter
-show the first two (the others at 0), so every figure exists whatever the latent size.
+show the first two (the others at 0); a 1-d latent gets a row of decoded images along its one
+axis and its means per digit along it; so every figure exists whatever the latent size.
 Everything is computed on the CPU, so figures are the same whatever device trained the models.
 """
 
@@ -45,7 +46,7 @@ def main() -> None:
     z = frames.manifold_latents(g.manifold_n, *g.manifold_quantiles, latent_dim=model.latent_dim)
     artifacts.write_png(layout.figure(name, "manifold"), frames.manifold_frame(model, z, g.manifold_n).numpy())
     mu, _ = encode_all(model, test_x)
-    dims = "" if model.latent_dim == 2 else f", first 2 of {model.latent_dim} dims"
+    dims = "" if model.latent_dim <= 2 else f", first 2 of {model.latent_dim} dims"
     fig = figures.latent_scatter(mu.numpy(), test_y, f"{name}: test-set encoder means (n={len(test_y):,}{dims})")
     artifacts.write_figure(layout.figure(name, "latent-scatter"), fig, dpi=120)
 

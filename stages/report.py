@@ -47,7 +47,7 @@ def main() -> None:
                                    artifacts.read_json(layout.timings(m, "evaluate")),
                                    metrics[layout.train_metrics(m)].get("device", "")),
         evaluation=metrics[layout.eval_metrics(m)],
-        figures=report.model_figures(m),
+        figures=report.model_figures(m, p.models[m].latent_dim),
         gifs=report.gif_rows(m, artifacts.read_json(layout.gifs_summary(m))),
         anomaly_rows=report.anomaly_rows({m: metrics[layout.anomaly_metrics(m)]}) if m in studies else [],
         anomaly_figures=report.anomaly_figures(m) if m in studies else [],

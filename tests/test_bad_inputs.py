@@ -122,9 +122,10 @@ def rows_for(**values):
     ("noisy", 30.0, float("nan"), "not finite"),       # shown, not gated: fails all the same
     ("b512", 94.0, float("nan"), "not finite"),        # not measured: fails all the same
     ("b512", 94.0, "NaN", "not finite"),               # a bare token read back as text
-    ("noisy", 30.0, "high", "not a number"),
-    ("b512", 94.07, 1.98e11, "beyond sanity (50% of the value)"),  # no measured spread: 50 %
-    ("noisy", 30.0, 61.0, "beyond sanity (10 sigma_diff)"),           # 10.3 sigma_diff
+    ("noisy", 30.0, "high", "changed type (float -> str)"),
+    ("b512", 94.07, 1.98e11, "beyond sanity (moved 1.98e+11, bound 47.03)"),  # no measured spread: half the value
+    ("noisy", 30.0, 46.0, "beyond sanity (moved 16, bound 15)"),  # half the value, inside [3, 10] sigma_diff
+    ("loss", 88.0, -1.0, "impossible value (must be in [0, inf])"),  # a negative loss, gated or not
 ])
 def test_the_gate_fails_on_non_finite_and_absurd_values_whatever_the_rule(name, old, new, problem):
     row = next(iter(rows_for(**{name: (old, new)}).values()))

@@ -231,3 +231,42 @@ def test_failed_public_mirrors_without_a_mirror_suggest_setting_one(tmp_path, mo
     ds = data.Dataset(ds.name, ds.mirror_env, ((tmp_path / "gone").as_uri() + "/",), ds.resources)
     with pytest.raises(DataError, match="FAKE_MIRROR is not set and the public mirrors failed; set FAKE_MIRROR"):
         data.download(ds, tmp_path / "out")
+
+
+def _mirror_with(tmp_path, names):
+    import shutil
+    from pathlib import Path
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in names:
+        shutil.copy2(Path(MNIST_MIRROR) / name, mirror / name)
+    return mirror
+
+
+def test_a_failed_download_leaves_no_partial_folder(tmp_path, monkeypatch):
+    """Three of four files reachable: the download fails naming the missing one, and nothing is
+    left where the folder would be (nor any temporary folder beside it)."""
+    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    files = [f for f, _, _ in data.dataset("mnist").resources]
+    mirror = _mirror_with(tmp_path, files[:3])
+    dest = tmp_path / "raw" / "mnist"
+    with pytest.raises(DataError, match=files[3]):
+        data.download("mnist", dest, mirror_dir=str(mirror))
+    assert not dest.exists() and list((tmp_path / "raw").iterdir()) == []
+
+
+def test_a_failed_download_keeps_the_previous_complete_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.OFFLINE_ENV, "1")
+    files = [f for f, _, _ in data.dataset("mnist").resources]
+    dest = tmp_path / "raw" / "mnist"
+    data.download("mnist", dest, mirror_dir=MNIST_MIRROR)
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    (dest / files[0]).write_bytes(b"damaged")  # one file to fetch again, from a mirror that lacks it
+    mirror = _mirror_with(tmp_path, files[1:])
+    with pytest.raises(DataError, match=files[0]):
+        data.download("mnist", dest, mirror_dir=str(mirror))
+    assert sorted(p.name for p in dest.iterdir()) == sorted(before)  # the old folder, untouched
+    assert (dest / files[0]).read_bytes() == b"damaged" and list((tmp_path / "raw").iterdir()) == [dest]
+    assert data.download("mnist", dest, mirror_dir=MNIST_MIRROR)[files[1]] == "already present"
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before

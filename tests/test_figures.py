@@ -144,18 +144,47 @@ def test_tracked_index_beyond_the_test_set_is_a_params_error(small_model):
         make_tracker(small_model, torch.zeros(30, 784), tracking, 100, 0)
 
 
-@pytest.mark.parametrize("latent_dim", [1, 2, 3, 20])
+@pytest.mark.parametrize("latent_dim", [2, 3, 20])
 def test_manifold_latents_for_any_latent_size(latent_dim):
     z = frames.manifold_latents(4, 0.05, 0.95, latent_dim)
     g = torch.as_tensor(frames.manifold_coordinates(4, 0.05, 0.95), dtype=torch.float32)
     assert z.shape == (16, latent_dim)
     assert torch.equal(z[1 * 4 + 3, 0], g[3])  # tile (row 1, column 3): z0 = g[column]
-    if latent_dim >= 2:
-        assert torch.equal(z[1 * 4 + 3, 1], g[1])  # z1 = g[row]
-        assert not z[:, 2:].any()  # the other dimensions at the prior's mean
+    assert torch.equal(z[1 * 4 + 3, 1], g[1])  # z1 = g[row]
+    assert not z[:, 2:].any()  # the other dimensions at the prior's mean
 
 
-def test_latent_scatter_of_a_1d_latent():
-    fig = figures.latent_scatter(np.arange(10.0).reshape(10, 1), np.arange(10), "1-d")
-    offsets = np.concatenate([c.get_offsets() for c in fig.axes[0].collections])
-    assert sorted(offsets[:, 0].tolist()) == list(range(10)) and not offsets[:, 1].any()
+def test_a_1d_manifold_is_one_row_of_decoded_images_along_its_axis(small_model):
+    """A 1-d latent has no plane to grid: n latents, one row of n decoded images."""
+    from mnist_vae.model import VAE
+
+    z = frames.manifold_latents(5, 0.05, 0.95, 1)
+    g = torch.as_tensor(frames.manifold_coordinates(5, 0.05, 0.95), dtype=torch.float32)
+    assert z.shape == (5, 1) and torch.equal(z[:, 0], g)
+    torch.manual_seed(0)
+    model = VAE(latent_dim=1, encoder_hidden=[16]).eval()
+    image = frames.manifold_frame(model, z, 5)
+    assert image.shape == (28, 5 * 28)
+    assert len({bytes(image[:, 28 * j:28 * (j + 1)].numpy()) for j in range(5)}) == 5  # five different images
+
+
+def test_latent_scatter_of_a_1d_latent_is_one_row_per_digit():
+    fig = figures.latent_scatter(np.arange(20.0).reshape(20, 1), np.arange(20) % 10, "1-d")
+    ax = fig.axes[0]
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert sorted(offsets[:, 0].tolist()) == list(range(20))  # every mean along x
+    rows = np.round(offsets[:, 1]).astype(int)
+    assert sorted(rows.tolist()) == sorted((np.arange(20) % 10).tolist())  # each in its digit's row
+    assert ax.get_ylabel() == "digit" and ax.get_xlabel() == "z[0] (encoder mean)"
+
+
+@pytest.mark.parametrize("latent_dim, manifold, scatter", [
+    (1, "along the one latent dimension", "along the one latent dimension"),
+    (2, "over the two latent dimensions", "test-set encoder means by digit"),
+    (3, "first two of 3 latent dimensions", "first two of 3 dimensions"),
+])
+def test_page_captions_follow_the_latent_size(latent_dim, manifold, scatter):
+    from mnist_vae import report
+
+    captions = {path.rsplit("/", 1)[-1]: caption for path, caption, _ in report.model_figures("m", latent_dim)}
+    assert manifold in captions["manifold.png"] and scatter in captions["latent-scatter.png"]

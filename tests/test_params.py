@@ -79,3 +79,34 @@ def test_stage_with_impossible_param_stops_before_writing(tmp_path, raw):
     assert proc.returncode == 2
     assert "train.epochs" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("name", ["vae 2d", "", "vae/2d", "vae\\2d", "../../escape2", "/tmp/x", ".", "..",
+                                  "VAE2d", "-x", "a" * 41])
+def test_a_model_name_that_cannot_name_files_and_stages_is_refused_naming_the_key(name):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["models"][name] = raw["models"]["vae2d"]
+    with pytest.raises(ParamsError) as err:
+        params.validate(raw)
+    assert str(err.value).startswith(f"params: 'models' has the key {name!r}, which is not a usable model name")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["../../escape2", "/tmp/x", "a/b", "", ".."])
+def test_no_output_path_can_leave_the_repository(name):
+    """Every per-model output path is built by mnist_vae.layout, which checks the name once."""
+    from mnist_vae import layout
+
+    for build in (layout.checkpoint, layout.tracking_frames, layout.evaluation_arrays, layout.anomaly_arrays,
+                  layout.model_dir, layout.train_metrics, layout.images_dir, layout.gifs_dir):
+        with pytest.raises(ValueError, match="not a usable model name"):
+            build(name)
+    with pytest.raises(ValueError, match="not a usable model name"):
+        layout.timings(name, "train")
+
+
+def test_a_stage_run_by_hand_refuses_a_name_not_under_models(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "stages/train.py"), "../../escape2"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: params: no model")
+    assert not (REPO.parent / "escape2.pt").exists()

@@ -2,6 +2,7 @@
 the run cache, experiments pushed from one clone and pulled into another through a bare git
 origin, and the experiment queue with two workers. Also the CI workflow a user can drop in."""
 
+import hashlib
 import json
 import os
 import socket
@@ -146,14 +147,21 @@ def clone_of(origin: Path, dest: Path) -> Path:
     return dest
 
 
-def workspace_metrics(repo: Path) -> dict:
-    """The metrics a finished run left in its clone's workspace, read straight from the files."""
+def experiment_rev(repo: Path, name: str) -> str:
+    """The commit of the clone's experiment `name` (refs/exps/.../<name>)."""
+    refs = git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/").splitlines()
+    return next(line.split()[0] for line in refs if line.endswith(f"/{name}"))
+
+
+def experiment_metrics(repo: Path, name: str) -> dict:
+    """The metrics of a runner's experiment, read straight from its commit's files."""
     from mnist_vae import layout, spread
 
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    rev = experiment_rev(repo, name)
+    params = yaml.safe_load(git(repo, "show", f"{rev}:params.yaml"))
     paths = [f(m) for m in params["models"] for f in (layout.train_metrics, layout.eval_metrics)]
     paths += [layout.anomaly_metrics(m) for m in params["anomaly"]["models"]]
-    return spread.flat_metrics({path: json.loads((repo / path).read_text()) for path in paths})
+    return spread.flat_metrics({path: json.loads(git(repo, "show", f"{rev}:{path}")) for path in paths})
 
 
 def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work, s3, tmp_path):
@@ -186,8 +194,10 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     def runner(name: str) -> tuple[str, Path, str]:
         clone = clone_of(origin, tmp_path / f"runner-{name}")
         dvc("pull", cwd=clone)  # the baseline's outputs: only what the experiment changes reruns
+        before = git(clone, "status", "--porcelain"), (clone / "params.yaml").read_text()
         proc = sh([sys.executable, "tools/spread.py", "run", name, "--seeds", "1", "2", "--push", "origin"], clone,
                   env=runner_env())
+        assert (git(clone, "status", "--porcelain"), (clone / "params.yaml").read_text()) == before  # left as found
         return name, clone, proc.stdout
 
     t0 = time.perf_counter()
@@ -210,8 +220,8 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     assert all(" on 1 thread, cpu" in m for m in summary["study"]["machines"].values())
     assert "| seed-1 | " in (collector / "reports/spread/summary.md").read_text()
 
-    # the one-machine path's code on the same runs, read from the runners' own workspaces
-    same_runs = {name: {"metrics": workspace_metrics(clone)} for name, clone, _ in done}
+    # the one-machine path's code on the same runs, read from the runners' own experiment commits
+    same_runs = {name: {"metrics": experiment_metrics(clone, name)} for name, clone, _ in done}
     local = tools_spread.study_summary(same_runs, [], [1, 2])
     assert summary["runs"] == local["runs"] and summary["metrics"] == local["metrics"]
     assert summary["runs"]["seed-1"] != summary["runs"]["seed-2"]  # the seeds did change the results
@@ -222,7 +232,9 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     dvc("exp", "pull", "--force", "origin", "spread-seed-2", cwd=collector)
     dvc("exp", "apply", "spread-seed-2", cwd=collector)
     seed2 = next(clone for name, clone, _ in done if name == "spread-seed-2")
-    assert (collector / "models/vae20d.pt").read_bytes() == (seed2 / "models/vae20d.pt").read_bytes()
+    lock = yaml.safe_load(git(seed2, "show", f"{experiment_rev(seed2, 'spread-seed-2')}:dvc.lock"))
+    model_md5 = next(o["md5"] for o in lock["stages"]["train@vae20d"]["outs"] if o["path"] == "models/vae20d.pt")
+    assert hashlib.md5((collector / "models/vae20d.pt").read_bytes()).hexdigest() == model_md5
     assert changed_stages(collector) == set()
     assert ran_stages(dvc("repro", cwd=collector).stdout) == set()
     print(f"3 runners: {run_seconds:.0f} s ({min(len(runs), os.cpu_count() or 1)} at a time); "

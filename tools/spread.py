@@ -143,9 +143,11 @@ def run_one(name: str, seeds: list[int], as_name: str | None, push: str | None, 
         dvc("exp", "remove", final)
     t0 = time.perf_counter()
     # forced from the training on: a runner measures its own machine, even where the baseline's
-    # outputs (pulled, or restored from a cache) would let DVC skip the default run's stages
-    dvc("exp", "run", "-n", final, "--force", "--downstream", "train", *set_args(exp), env=tool_env(**dict(exp.env)))
-    machine = json.loads(Path(MACHINE_RECORD).read_text()).get("machine")  # the run's outputs are in the workspace
+    # outputs (pulled, or restored from a cache) would let DVC skip the default run's stages; in a
+    # temporary workspace (--temp), so that the user's workspace stays as it was
+    dvc("exp", "run", "--temp", "-n", final, "--force", "--downstream", "train", *set_args(exp),
+        env=tool_env(**dict(exp.env)))
+    machine = run_machine(exp_ref(final))
     print(f"{final}: ran in {time.perf_counter() - t0:.0f} s on {machine_label(machine)}")
     if push:
         dvc("exp", "push", push, final, *([] if outputs else ["--no-cache"]))
@@ -218,6 +220,16 @@ def git_show(rev: str, path: str) -> str | None:
     """A file's text at a commit, None where the commit has no such file."""
     proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
     return proc.stdout if proc.returncode == 0 else None
+
+
+def exp_ref(name: str) -> str:
+    """The commit of this clone's experiment `name` (its ref under refs/exps/)."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    found = [line.split()[0] for line in refs if line.endswith(f"/{name}")]
+    if not found:
+        sys.exit(f"spread: the experiment {name!r} ran but no ref refs/exps/.../{name} exists")
+    return found[0]
 
 
 def run_machine(rev: str) -> dict | None:

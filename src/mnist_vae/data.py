@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 import struct
 import urllib.request
 import zlib
@@ -166,30 +167,44 @@ def _hint(ds: Dataset, mirror_dir: str | None) -> str:
 
 def download(dataset_name: str | Dataset, dest_dir: str | Path, mirror_dir: str | None = None,
              timeout: float = 30) -> dict:
-    """Fetch the four files of a dataset into dest_dir; return {file: source}. A dest_dir this
-    call created is removed again when nothing could be fetched."""
+    """Fetch the four files of a dataset into dest_dir; return {file: source}.
+
+    The files go into a temporary sibling folder that replaces dest_dir only once all four are
+    there and checked: a failed or interrupted download leaves no partial folder, and a previous
+    complete one stays as it was. Files already in dest_dir with the right md5 are reused."""
     ds = dataset(dataset_name) if isinstance(dataset_name, str) else dataset_name
     if mirror_dir is None:
         mirror_dir = os.environ.get(ds.mirror_env) or None
     sources = sources_for(ds, mirror_dir)
     dest_dir = Path(dest_dir)
-    created = not dest_dir.exists()
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".partial", dir=dest_dir.parent))
     used = {}
     try:
         for filename, md5, content_md5 in ds.resources:
             existing = dest_dir / filename
             if existing.exists() and verify(existing, md5, content_md5) is None:
+                shutil.copy2(existing, tmp / filename)
                 used[filename] = "already present"
                 continue
-            existing.unlink(missing_ok=True)
-            used[filename] = fetch_file(filename, md5, content_md5, dest_dir, sources, timeout, _hint(ds, mirror_dir))
+            used[filename] = fetch_file(filename, md5, content_md5, tmp, sources, timeout, _hint(ds, mirror_dir))
             log.info("%s/%s: md5 ok (from %s)", ds.name, filename, used[filename])
+        _replace_dir(tmp, dest_dir)
     except BaseException:
-        if created and not any(dest_dir.iterdir()):
-            dest_dir.rmdir()
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return used
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Put the folder `new` where `dest` is, replacing it (two renames: no moment without one)."""
+    if not dest.exists():
+        new.rename(dest)
+        return
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    dest.rename(old)
+    new.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # IDX parsing. torchvision's reader (datasets.mnist.read_sn3_pascalvincent_tensor) only opens

@@ -6,10 +6,10 @@ import numpy as np
 
 
 def latent_scatter(mu: np.ndarray, labels: np.ndarray, title: str):
-    """Encoder means coloured by digit, with a legend: the first two dimensions (a 1-d latent
-    is drawn along the x axis)."""
+    """Encoder means coloured by digit, with a legend: the first two dimensions; a 1-d latent as
+    what it is, one row of means per digit (:func:`latent_strip`)."""
     if mu.shape[1] == 1:
-        mu = np.concatenate([mu, np.zeros_like(mu)], axis=1)
+        return latent_strip(mu[:, 0], labels, title)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,6 +25,28 @@ def latent_scatter(mu: np.ndarray, labels: np.ndarray, title: str):
     ax.set_title(title)
     ax.legend(title="digit", markerscale=6, loc="upper right", fontsize=8)
     ax.set_aspect("equal", adjustable="datalim")
+    fig.tight_layout()
+    return fig
+
+
+def latent_strip(mu: np.ndarray, labels: np.ndarray, title: str):
+    """A 1-d latent's encoder means: one row per digit, each mean a point along z[0] (a fixed
+    vertical jitter inside the row shows how many there are)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(mu))
+    fig, ax = plt.subplots(figsize=(8, 6))
+    cmap = plt.get_cmap("tab10")
+    for digit in range(10):
+        sel = labels == digit
+        ax.scatter(mu[sel], digit + jitter[sel], s=2, alpha=0.5, color=cmap(digit), rasterized=True)
+    ax.set_yticks(range(10))
+    ax.set_ylabel("digit")
+    ax.set_xlabel("z[0] (encoder mean)")
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 

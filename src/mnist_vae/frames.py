@@ -21,8 +21,10 @@ def manifold_coordinates(n: int, q_low: float, q_high: float) -> np.ndarray:
 def manifold_latents(n: int, q_low: float, q_high: float, latent_dim: int = 2) -> torch.Tensor:
     """n*n x latent_dim latents, row-major: entry i*n + j is z = (g[j], g[i], 0, ...) (tile row
     i, column j): the plane of the first two latent dimensions, the others at the prior's mean.
-    A 1-d latent varies along the columns only."""
+    A 1-d latent has no plane: its n latents g[j] are one row."""
     g = torch.as_tensor(manifold_coordinates(n, q_low, q_high), dtype=torch.float32)
+    if latent_dim == 1:
+        return g.reshape(n, 1)
     rows, cols = torch.meshgrid(g, g, indexing="ij")
     plane = torch.stack([cols.reshape(-1), rows.reshape(-1)], dim=1)
     if latent_dim == 2:

@@ -16,6 +16,24 @@ never in git).
 
 from __future__ import annotations
 
+import re
+
+# A model name names files (models/<name>.pt, reports/models/<name>/...) and is a stage argument
+# (train@<name>): lowercase letters, digits, '-' and '_', starting with a letter or digit, so it
+# is one safe path segment and one shell word on Linux, macOS and Windows, and two names never
+# collide on a case-insensitive disk.
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+MODEL_NAME_RULE = "1 to 40 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+
+
+def check_model_name(name: object) -> str:
+    """The name, or ValueError saying why it cannot name a model's files and stages."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a usable model name: use {MODEL_NAME_RULE} (it names the model's files "
+                         "and its stages)")
+    return name
+
+
 MODELS_REPORTS = "reports/models"
 IMAGES = "reports/images"
 # the metrics files in a model's folder (the other files there are tables, summaries, timings)
@@ -30,8 +48,11 @@ OUTLIER_SETS = ("noise", "fashion")
 
 
 def _path(template: str, *fields: str):
-    """A path of one model's artifact: f(model, *values) fills {model} and then `fields` in order."""
-    return lambda model, *values: template.format(model=model, **dict(zip(fields, values, strict=True)))
+    """A path of one model's artifact: f(model, *values) fills {model} and then `fields` in order.
+    The model name is checked here, once for every output path: no name can reach outside the
+    repository's folders (an absolute path, '..', a separator)."""
+    return lambda model, *values: template.format(model=check_model_name(model),
+                                                  **dict(zip(fields, values, strict=True)))
 
 
 checkpoint = _path("models/{model}.pt")

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import yamlfile
+from . import layout, yamlfile
 from .errors import ParamsError
 
 __all__ = ["Params", "ParamsError", "load", "load_for_stage", "validate"]
@@ -176,6 +176,10 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _studied_models_exist(self) -> "Params":
+        for name in self.models:
+            if not layout.MODEL_NAME.fullmatch(name):
+                raise ValueError(f"models: has the key {name!r}, which is not a usable model name: use "
+                                 f"{layout.MODEL_NAME_RULE} (it names the model's files and its stages)")
         for i, name in enumerate(self.anomaly.models):
             if name not in self.models:
                 raise ValueError(f"anomaly.models: entry {i} names '{name}', which is not a model under `models` "

@@ -17,7 +17,7 @@ from . import layout
 # Everything on the page about one model's figures, in order (render-grids' outputs).
 # (file stem, caption, CSS class: "pixels" for decoded images, drawn without smoothing)
 MODEL_FIGURES = (
-    ("manifold", "latent manifold (decoded grid over the first two latent dimensions)", "pixels"),
+    ("manifold", "latent manifold (decoded grid over the two latent dimensions)", "pixels"),
     ("latent-scatter", "test-set encoder means by digit", "plot"),
     ("reconstructions", "test images (top) and their reconstructions (bottom)", "pixels"),
     ("prior-samples", "samples from the prior, decoded", "pixels"),
@@ -31,9 +31,24 @@ def page_path(path: str) -> str:
     return path.removeprefix("reports/")
 
 
-def model_figures(model: str) -> list[tuple[str, str, str]]:
-    """(path relative to reports/, caption, CSS class) of a model's figures."""
-    return [(page_path(layout.figure(model, stem)), caption, css) for stem, caption, css in MODEL_FIGURES]
+def latent_captions(latent_dim: int) -> dict[str, str]:
+    """The manifold's and the scatter's captions for a latent of this size."""
+    if latent_dim == 1:
+        return {"manifold": "latent manifold (decoded images along the one latent dimension)",
+                "latent-scatter": "test-set encoder means by digit, along the one latent dimension"}
+    if latent_dim == 2:
+        return {}
+    return {"manifold": f"latent manifold (decoded grid over the first two of {latent_dim} latent dimensions, "
+                        "the others at 0)",
+            "latent-scatter": f"test-set encoder means by digit (the first two of {latent_dim} dimensions)"}
+
+
+def model_figures(model: str, latent_dim: int = 2) -> list[tuple[str, str, str]]:
+    """(path relative to reports/, caption, CSS class) of a model's figures; the captions follow
+    the latent size."""
+    captions = latent_captions(latent_dim)
+    return [(page_path(layout.figure(model, stem)), captions.get(stem, caption), css)
+            for stem, caption, css in MODEL_FIGURES]
 
 
 def anomaly_figures(model: str) -> list[tuple[str, str, str]]:
