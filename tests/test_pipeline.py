@@ -584,5 +584,8 @@ def test_renaming_a_model_then_make_prune_and_repro_leaves_nothing_of_the_old_na
                 "reports/models/vae2d"):
         assert not (work / old).exists(), old
     status = git(work, "status", "--porcelain").splitlines()
-    assert all(line[3:].startswith(("params.yaml", "dvc.lock", "reports/models/vae2d")) for line in status), status
+    intended = ("params.yaml", "dvc.lock", "reports/models/vae2d", "reports/images/vae2d")
+    assert all(line[3:].startswith(intended) or line.endswith(".gitignore") for line in status), status
+    for ignore in work.rglob(".gitignore"):  # DVC's ignore entries of the old outputs went with them
+        assert not {"/vae2d.pt", "/vae2d.npz", "/vae2d"} & set(ignore.read_text().split()), ignore
     assert "nothing to prune" in sh([sys.executable, "tools/prune.py"], work).stdout

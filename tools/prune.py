@@ -38,6 +38,19 @@ def stale_paths(lock: dict, stages: list[str], live_models: set[str]) -> list[Pa
     return sorted(p for p in paths if p.exists() or p.is_symlink())
 
 
+def forget(path: Path) -> None:
+    """Drop a removed output's line from the .gitignore DVC keeps beside it (and the file, once
+    empty), as `dvc remove` does."""
+    ignore = path.parent / ".gitignore"
+    if not ignore.exists():
+        return
+    lines = [line for line in ignore.read_text().splitlines() if line.strip() != f"/{path.name}"]
+    if any(line.strip() for line in lines):
+        artifacts.write_bytes(ignore, ("\n".join(lines) + "\n").encode())
+    else:
+        ignore.unlink()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
@@ -55,9 +68,12 @@ def main() -> None:
         print("prune: every stage in dvc.lock is in the pipeline; nothing to prune")
         return
     for path in paths:
+        if any(parent in paths for parent in path.parents):
+            continue  # inside a folder that goes as a whole
         print(f"{'would remove' if args.dry_run else 'removing'} {path}")
         if not args.dry_run:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            forget(path)
     print(f"{'would drop' if args.dry_run else 'dropping'} from dvc.lock: {', '.join(stages)}")
     if not args.dry_run:
         for name in stages:
