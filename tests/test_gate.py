@@ -239,10 +239,13 @@ stages:
   report:
     outs:
     - {path: reports/index.html, md5: %s}
+  download:
+    outs:
+    - {path: data/raw/fashion-mnist, md5: %s.dir}
 """
-    old = lock % ("a" * 32, "b" * 32, "c" * 32)
-    assert not gate.failures(gate.compare_outputs(old, lock % ("a" * 32, "d" * 32, "e" * 32)))
-    rows = gate.compare_outputs(old, lock % ("f" * 32, "b" * 32, "c" * 32))
+    old = lock % ("a" * 32, "b" * 32, "c" * 32, "1" * 32)
+    assert not gate.failures(gate.compare_outputs(old, lock % ("a" * 32, "d" * 32, "e" * 32, "2" * 32)))
+    rows = gate.compare_outputs(old, lock % ("f" * 32, "b" * 32, "c" * 32, "1" * 32))
     assert [r.metric for r in gate.failures(rows)] == ["models/m.pt (bytes)"]
 
 

@@ -8,7 +8,7 @@
 4. the metrics agree with the committed ones (`dvc metrics diff --all --json HEAD`):
    - exactly, when both runs used portable numerics on an x86-64 CPU (every run's machine record
      says so): every metric equal (within a few ulps through text) and every output's md5 in
-     dvc.lock the same, timings aside;
+     dvc.lock the same, timings and the raw downloads aside;
    - else within the tolerances in tolerances.yaml, derived from the spread study (make spread,
      make tolerances), with each drift in units of the measured spread.
    On a difference it prints the table and fails.
