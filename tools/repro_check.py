@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from mnist_vae import gate, layout, params
-from mnist_vae.workspace import dvc_exe
+from mnist_vae.workspace import dvc_exe, git_show
 
 DVC = dvc_exe()
 
@@ -40,11 +40,6 @@ def step(title: str, args: list[str], capture: bool = False) -> tuple[str, float
             print(proc.stdout, proc.stderr, sep="\n")
         sys.exit(f"repro-check: FAILED at '{title}' (exit {proc.returncode})")
     return (proc.stdout if capture else ""), seconds
-
-
-def git_show(rev: str, path: str) -> str | None:
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-    return proc.stdout if proc.returncode == 0 else None
 
 
 def machines(rev: str | None) -> dict:

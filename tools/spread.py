@@ -52,7 +52,7 @@ from typing import Any
 
 
 from mnist_vae import artifacts, layout, spread
-from mnist_vae.workspace import dvc_exe, tool_env
+from mnist_vae.workspace import dvc_exe, git_show, tool_env
 
 DVC = dvc_exe()
 OUT = Path("reports/spread")
@@ -214,12 +214,6 @@ def committed_metrics(rev: str) -> dict:
 
 
 MACHINE_RECORD = layout.timings("vae20d", "train")  # every run trains vae20d; its timings name the machine
-
-
-def git_show(rev: str, path: str) -> str | None:
-    """A file's text at a commit, None where the commit has no such file."""
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-    return proc.stdout if proc.returncode == 0 else None
 
 
 def exp_ref(name: str) -> str:

@@ -136,12 +136,18 @@ def portable() -> bool:
 def linear(h, weight, bias=None):
     """h W^T + b. In portable mode on a CPU (float32, no autograd) through oneDNN, whose products
     are the same on every CPU at a fixed ISA; elsewhere F.linear. Equal within float rounding."""
-    import torch
     import torch.nn.functional as F
 
     if _through_onednn(h, weight):
-        return torch.ops.mkldnn._linear_pointwise(h, weight, bias, "none", [], "")
+        return _onednn_linear(h, weight, bias)
     return F.linear(h, weight, bias)
+
+
+def _onednn_linear(h, weight, bias):
+    """The one call of the private oneDNN op (see the module's docstring)."""
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise(h, weight, bias, "none", [], "")
 
 
 def _through_onednn(h, weight) -> bool:
@@ -157,7 +163,7 @@ def linear_into(out, h, weight, bias=None):
     import torch
 
     if _through_onednn(h, weight):
-        return out.copy_(torch.ops.mkldnn._linear_pointwise(h, weight, bias, "none", [], ""))
+        return out.copy_(_onednn_linear(h, weight, bias))
     if bias is None:
         return torch.mm(h, weight.t(), out=out)
     return torch.addmm(bias, h, weight.t(), out=out)

@@ -43,3 +43,10 @@ def copy_worktree(source: Path, dest: Path, commit: bool = True) -> Path:
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-c", "user.name=scratch", "-c", "user.email=scratch@localhost", *args], cwd=repo,
                           capture_output=True, text=True, check=True).stdout
+
+
+def git_show(rev: str, path: str) -> str | None:
+    """A file's text at a commit (of the repository in the working directory), None where the
+    commit has no such file."""
+    proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
