@@ -310,10 +310,11 @@ def compare_exact(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[s
                 continue
             old, new = values.get("old"), values.get("new")
             problem = problem_of(old, new, {}, name)
+            # a vanished, appeared, retyped or non-finite value is already a problem
             if isinstance(old, float) and isinstance(new, float):
-                ok = math.isfinite(old - new) and _ulps_apart(old, new) <= EXACT_ULPS
-            else:  # also the type: an int that became a float is another writer
-                ok = type(old) is type(new) and within(old, new, {"exact": True})
+                ok = _ulps_apart(old, new) <= EXACT_ULPS
+            else:
+                ok = within(old, new, {"exact": True})
             rows.append(Row(name, old, new, "exact", ok and not problem, True, None, problem))
     return rows
 
