@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help setup repro test bench probe prune repro-check spread tolerances power clean-venv
+.PHONY: help setup repro test bench probe prune compare repro-check spread tolerances power clean-venv
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -38,6 +38,9 @@ bench: setup ## the speed benchmark: training and evaluation against their basel
 
 prune: setup ## after removing or renaming a model in params.yaml: remove its outputs and dvc.lock entries
 	$(BIN)/python tools/prune.py
+
+compare: setup ## experiments side by side in 80 columns: changed params, each model's test loss and IWAE bound
+	$(BIN)/python tools/compare.py
 
 probe: setup ## same seed, same bytes? train and evaluate natively and as emulated Intel and AMD CPUs (qemu-user)
 	$(BIN)/dvc repro binarize

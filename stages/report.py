@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_vae import artifacts, cli, layout, params
+from mnist_vae import artifacts, cli, layout, params, reference
 
 
 def main() -> None:
@@ -27,7 +27,9 @@ def main() -> None:
     from mnist_vae import report, spread  # matplotlib, jinja2: only once the params are known good
 
     root = Path(args.out).parent
-    reference = spread.check_reference(artifacts.read_yaml(args.reference), args.reference)
+    # the reference's setups, each bound to the model that is it (by architecture and batch size)
+    ref = reference.bind(reference.check(artifacts.read_yaml(args.reference), args.reference),
+                         reference.describe(p))
     study = spread.check_summary(artifacts.read_json(args.spread), args.spread)
     metrics_files = ([layout.train_metrics(m) for m in models] + [layout.eval_metrics(m) for m in models]
                      + [layout.anomaly_metrics(m) for m in studies])
@@ -37,7 +39,7 @@ def main() -> None:
                 for score in layout.SCORES for ood in layout.OUTLIER_SETS} for m in studies}
 
     artifacts.write_figure(root / "figures/report-learning-curves.png",
-                           report.learning_curves(histories, reference["epochs"]), dpi=110)
+                           report.learning_curves(histories, ref["epochs"]), dpi=110)
     # a declared output: with no anomaly study (anomaly.models empty) it says so, and the page omits it
     artifacts.write_figure(root / "figures/report-roc-curves.png", report.roc_curves(rocs), dpi=110)
     sections = [dict(
@@ -55,10 +57,10 @@ def main() -> None:
     html = report.page(
         sections=sections,
         study=study["study"],
-        reference_rows=spread.reference_rows(reference["numbers"], spread.default_params_runs(study),
+        reference_rows=spread.reference_rows(ref["numbers"], spread.default_params_runs(study),
                                              spread.flat_metrics(metrics)),
         learning_curves="figures/report-learning-curves.png",
-        epoch_rows=report.epoch_rows(reference["epochs"], histories),
+        epoch_rows=report.epoch_rows(ref["epochs"], histories),
         roc_curves="figures/report-roc-curves.png" if rocs else None,
         benchmarks=[report.markdown_html(artifacts.read_text(path)) for path in args.benchmark],
     )

@@ -159,25 +159,6 @@ def test_broken_tolerances_stop_the_gate_with_one_line_before_any_work(tmp_path)
     assert "reproduce" not in proc.stdout  # it stopped before running the pipeline
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (lambda d: d["numbers"][2].update(value="abc"), "numbers[2].value (2-d test loss, epoch 10): must be a finite "
-                                                    "number, got 'abc'"),
-    (lambda d: d["numbers"][0].update(metirc="x"), "numbers[0]: unknown key 'metirc'"),
-    (lambda d: d["numbers"][1].update(metric="train.json"), "numbers[1].metric (20-d train loss, epoch 10): must be "
-                                                            "'<metrics file>:<dotted key>'"),
-    (lambda d: d["epochs"]["vae2d"]["test_loss"].append(float("nan")), "epochs.vae2d.test_loss[10]: must be a finite"),
-    (lambda d: d["epochs"]["vae2d"]["test_loss"].pop(), "epochs.vae2d: train_loss and test_loss must have one value"),
-])
-def test_reference_yaml_errors_name_the_entry_and_key(edit, needle):
-    doc = yamlfile.loads((REPO / "reference.yaml").read_text())
-    assert spread.check_reference(doc) is doc
-    edit(doc)
-    with pytest.raises(DataError) as err:
-        spread.check_reference(doc)
-    assert str(err.value).startswith(f"reference.yaml: {needle}"), str(err.value)
-    assert str(err.value).endswith("restore it with `git checkout -- reference.yaml`")
-
-
 # --- duplicate keys ---------------------------------------------------------------------------
 
 

@@ -486,10 +486,10 @@ def readme_recovery_commands() -> list[str]:
 
 
 def readme_dvc_commands() -> list[str]:
-    """The dvc commands of docs/dvc.md's first block, as a user would type them."""
+    """The dvc and python commands of docs/dvc.md's first block, as a user would type them."""
     text = (REPO / "docs/dvc.md").read_text()
     block = text.split("# Working with DVC", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip().startswith("dvc ")]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip().startswith(("dvc ", "python "))]
 
 
 def test_every_dvc_command_in_the_docs_runs_as_written(work):
@@ -497,9 +497,16 @@ def test_every_dvc_command_in_the_docs_runs_as_written(work):
     assert len(commands) >= 10 and "dvc exp run --temp -n z3 -S models.vae2d.latent_dim=3" in commands
     before = git(work, "status", "--porcelain")
     for command in commands:
-        proc = sh(command.split(), work, check=False)
+        argv = command.split()
+        proc = sh([sys.executable, *argv[1:]] if argv[0] == "python" else argv, work, check=False)
         assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-2000:])
     assert git(work, "status", "--porcelain") == before  # the experiments left the workspace as it was
+    # the readable comparison: the param each experiment changed and the metrics it moved, in 80 columns
+    table = sh([sys.executable, "tools/compare.py", "--width", "80"], work).stdout
+    assert max(map(len, table.splitlines())) <= 80, table
+    assert "vae2d.latent_dim" in table and "anomaly.k" in table and "vae2d loss" in table, table
+    rows = {line.split()[0]: line.split()[1:3] for line in table.splitlines()[2:]}
+    assert rows["z3"] == ["3.0", "3"] and rows["k25"] == ["2.5", "2"], table
     assert yaml.safe_load((work / "params.yaml").read_text())["anomaly"]["k"] == 3.0
     shown = dvc("exp", "show", "--json", cwd=work).stdout
     assert '"k25"' in shown and '"z3"' in shown
@@ -569,7 +576,8 @@ def test_a_model_is_one_params_entry_and_removing_it_leaves_nothing_behind(work)
 
 def test_renaming_a_model_then_make_prune_and_repro_leaves_nothing_of_the_old_name(work):
     """Rename vae2d, reproduce, prune (docs/pipeline.md), reproduce: `dvc status` clean, no file
-    and no dvc.lock entry of the old name, and git sees only the intended changes."""
+    and no dvc.lock entry of the old name, git sees only the intended changes, and the page keeps
+    the reference's rows of the renamed model."""
     path = work / "params.yaml"
     path.write_text(path.read_text().replace("  vae2d:\n", "  vae2d-small:\n", 1))
     assert "vae2d-small" in yaml.safe_load(path.read_text())["models"]
@@ -589,3 +597,7 @@ def test_renaming_a_model_then_make_prune_and_repro_leaves_nothing_of_the_old_na
     for ignore in work.rglob(".gitignore"):  # DVC's ignore entries of the old outputs went with them
         assert not {"/vae2d.pt", "/vae2d.npz", "/vae2d"} & set(ignore.read_text().split()), ignore
     assert "nothing to prune" in sh([sys.executable, "tools/prune.py"], work).stdout
+    # the reference's 2-d setup bound to the renamed model (mnist_vae.reference): its rows and
+    # per-epoch curve stay on the page
+    html = (work / "reports/index.html").read_text()
+    assert '<td class="n">140.24</td>' in html and '<td class="n">138.44</td>' in html

@@ -24,9 +24,9 @@ def test_reference_epochs_are_the_write_ups_table():
             if re.match(r"^\| \d+ \|", line)]
     table = np.array([[float(c) for c in row] for row in rows])
     assert table[:, 0].tolist() == list(range(1, 11))
-    ours = REFERENCE["epochs"]
-    assert ours["vae20d"]["train_loss"] == table[:, 1].tolist() and ours["vae20d"]["test_loss"] == table[:, 2].tolist()
-    assert ours["vae2d"]["train_loss"] == table[:, 3].tolist() and ours["vae2d"]["test_loss"] == table[:, 4].tolist()
+    d20, d2 = REFERENCE["setups"]["notebook-20d"]["epochs"], REFERENCE["setups"]["notebook-2d"]["epochs"]
+    assert d20["train_loss"] == table[:, 1].tolist() and d20["test_loss"] == table[:, 2].tolist()
+    assert d2["train_loss"] == table[:, 3].tolist() and d2["test_loss"] == table[:, 4].tolist()
 
 
 def history(train, test):

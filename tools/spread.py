@@ -52,6 +52,8 @@ from typing import Any
 
 
 from mnist_vae import artifacts, layout, spread
+from mnist_vae import reference as ref_module
+from mnist_vae.params import load as load_params
 from mnist_vae.workspace import dvc_exe, git_show, tool_env
 
 DVC = dvc_exe()
@@ -443,7 +445,8 @@ def noise_rows(summary: dict[str, dict[str, Any]], shifts: dict[str, float], rul
 
 def write_results(doc: dict) -> None:
     """reports/spread/results.md: the reference's numbers beside ours (the README's results table)."""
-    reference = spread.check_reference(artifacts.read_yaml("reference.yaml"))["numbers"]
+    reference = ref_module.bind(ref_module.check(artifacts.read_yaml("reference.yaml")),
+                                ref_module.describe(load_params()))["numbers"]
     committed = {}
     for path in sorted(p for name in layout.METRICS_FILES for p in Path(layout.MODELS_REPORTS).glob(f"*/{name}")):
         committed.update(spread.flat_metrics({path.as_posix(): json.loads(path.read_text())}))

@@ -287,59 +287,6 @@ def check_summary(doc: Any, path: str = "reports/spread/summary.json") -> dict[s
     return doc
 
 
-# --- the reference's numbers (reference.yaml) --------------------------------------------------
-
-
-def check_reference(doc: Any, path: str = "reference.yaml") -> dict[str, Any]:
-    """reference.yaml's content, checked: `numbers` (label, finite value, metric "<file>:<key>")
-    and `epochs` (per model, equal-length lists of finite train and test losses). A bad entry
-    raises DataError with one line naming the file, the entry and the key."""
-    from .errors import DataError
-
-    def bad(where: str, what: str) -> DataError:
-        return DataError(f"{path}: {where}: {what}; fix it, or restore it with `git checkout -- {path}`")
-
-    def finite(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-    if not isinstance(doc, dict):
-        raise bad("the file", "must hold a mapping with `numbers` and `epochs`")
-    unknown = sorted(set(doc) - {"numbers", "epochs"})
-    if unknown:
-        raise bad(unknown[0], "unknown key (the file has `numbers` and `epochs`)")
-    numbers = doc.get("numbers")
-    if not isinstance(numbers, list):
-        raise bad("numbers", "must be a list of {label, value, metric}")
-    for i, row in enumerate(numbers):
-        if not isinstance(row, dict):
-            raise bad(f"numbers[{i}]", f"must be a mapping with label, value, metric, got {row!r}")
-        extra = sorted(set(row) - {"label", "value", "metric", "judged_by"})
-        missing = [k for k in ("label", "value", "metric") if k not in row]
-        if extra or missing:
-            raise bad(f"numbers[{i}]", f"unknown key {extra[0]!r}" if extra else f"missing key {missing[0]!r}")
-        if not finite(row["value"]):
-            raise bad(f"numbers[{i}].value ({row['label']})", f"must be a finite number, got {row['value']!r}")
-        for key in ("metric", "judged_by"):
-            if key in row and (not isinstance(row[key], str) or ":" not in row[key]):
-                raise bad(f"numbers[{i}].{key} ({row['label']})",
-                          f"must be '<metrics file>:<dotted key>', got {row[key]!r}")
-    epochs = doc.get("epochs")
-    if not isinstance(epochs, dict):
-        raise bad("epochs", "must map each model to its train_loss and test_loss lists")
-    for model, losses in epochs.items():
-        if not isinstance(losses, dict) or sorted(losses) != ["test_loss", "train_loss"]:
-            raise bad(f"epochs.{model}", "must have exactly train_loss and test_loss")
-        for key, values in losses.items():
-            if not isinstance(values, list) or not values:
-                raise bad(f"epochs.{model}.{key}", "must be a non-empty list of numbers")
-            for j, value in enumerate(values):
-                if not finite(value):
-                    raise bad(f"epochs.{model}.{key}[{j}]", f"must be a finite number, got {value!r}")
-        if len(losses["train_loss"]) != len(losses["test_loss"]):
-            raise bad(f"epochs.{model}", "train_loss and test_loss must have one value per epoch each")
-    return doc
-
-
 # --- the gate's power under same-seed machine noise ---------------------------------------------
 
 
