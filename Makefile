@@ -1,6 +1,8 @@
 # One-command entry points. Everything installs into .venv from the pinned requirements.txt.
 # `make help` lists every target; the README's two commands are `make repro` and `make test`.
-PYTHON ?= python3.11
+# Python: the newest supported one on PATH that runs, or PYTHON=python3.12 (a name or a path).
+SUPPORTED := 3.13 3.12 3.11
+PYTHON ?= $(firstword $(foreach v,$(SUPPORTED),$(shell python$(v) -c 'import sys' >/dev/null 2>&1 && echo python$(v))))
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -8,13 +10,31 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help setup repro test bench probe prune compare repro-check spread tolerances power clean-venv
+.PHONY: help setup repro test bench probe prune deps compare lock repro-check spread tolerances power clean-venv
 .DEFAULT_GOAL := help
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
 
-setup: $(STAMP) .dvc/plots-offline.html ## create .venv and install the pinned dependencies and this package
+setup: venv-python $(STAMP) .dvc/plots-offline.html ## create .venv and install the pinned dependencies and this package
+
+# One line and a stop where .venv cannot serve: no supported Python, or a .venv made by another
+# Python than the one PYTHON= asks for (every later target would reuse it).
+pyver = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+.PHONY: venv-python
+venv-python:
+	@if [ -x $(BIN)/python ]; then \
+	  have=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  case " $(SUPPORTED) " in *" $$have "*) ;; *) echo "make: .venv runs Python $$have, which this project does not support ($(SUPPORTED)): run \`make clean-venv\`, then this command again" >&2; exit 1;; esac; \
+	  if [ "$(origin PYTHON)" != file ] && [ "$(call pyver,$(PYTHON))" != "$$have" ]; then \
+	    echo "make: .venv was made by Python $$have, but PYTHON=$(PYTHON) is $(or $(call pyver,$(PYTHON)),not a Python that runs): run \`make clean-venv\`, then this command again" >&2; exit 1; fi; \
+	elif [ -z "$(PYTHON)" ]; then \
+	  echo "make: no python3.13, python3.12 or python3.11 on PATH runs; install one (python.org, Homebrew, pyenv, your package manager) or name it: make $(or $(MAKECMDGOALS),help) PYTHON=/path/to/python3.12" >&2; exit 1; \
+	else \
+	  v="$(call pyver,$(PYTHON))"; \
+	  case " $(SUPPORTED) " in *" $$v "*) echo "make: creating .venv with $(PYTHON) (Python $$v)";; \
+	    *) echo "make: PYTHON=$(PYTHON) is $${v:+Python }$${v:-not a Python that runs}; this project needs Python 3.11, 3.12 or 3.13: make $(or $(MAKECMDGOALS),setup) PYTHON=python3.12" >&2; exit 1;; esac; \
+	fi
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +59,9 @@ bench: setup ## the speed benchmark: training and evaluation against their basel
 prune: setup ## after removing or renaming a model in params.yaml: remove its outputs and dvc.lock entries
 	$(BIN)/python tools/prune.py
 
+deps: setup ## write each stage's code deps in dvc.yaml (and docs/pipeline.md's rerun table) from its imports
+	$(BIN)/python tools/deps.py
+
 compare: setup ## experiments side by side in 80 columns: changed params, each model's test loss and IWAE bound
 	$(BIN)/python tools/compare.py
 
@@ -60,6 +83,12 @@ tolerances: setup ## tolerances.yaml from the committed spread study
 
 power: setup ## deliberate regressions judged by the gate -> reports/spread/power.*
 	$(BIN)/python tools/spread.py power --jobs $(JOBS)
+
+# The universal lock: uv resolves for every platform at once and writes environment markers
+# (pip-tools resolves for the machine it runs on only). Pins already in the file are kept.
+LOCK := requirements.txt
+lock: setup ## regenerate requirements.txt, the universal lock, from requirements.in (uv pip compile --universal)
+	$(BIN)/uv pip compile --universal --python-version 3.11 --custom-compile-command 'make lock' --quiet requirements.in -o $(LOCK)
 
 clean-venv: ## remove .venv (the next target reinstalls it)
 	rm -rf $(VENV)

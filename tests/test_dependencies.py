@@ -3,74 +3,17 @@ resolves it (foreach expanded), the project files its script imports (transitive
 function-level imports included) and the package's templates they name must be exactly the code
 deps it declares. And a stage can read only the params it declares."""
 
-import ast
 import re
-from pathlib import Path
+import subprocess
+import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_script
 
-PACKAGE = "mnist_vae"
-SRC = REPO / "src" / PACKAGE
-
-
-def _module_file(name: str) -> Path | None:
-    """src/mnist_vae/<name>.py for a dotted module under the package, else None."""
-    parts = name.split(".")
-    if parts[0] != PACKAGE:
-        return None
-    path = SRC.joinpath(*parts[1:]).with_suffix(".py") if len(parts) > 1 else SRC / "__init__.py"
-    return path if path.exists() else None
-
-
-def imported_files(path: Path) -> set[Path]:
-    """The project modules one file imports directly (anywhere in it, not only at the top)."""
-    package = PACKAGE if path.is_relative_to(SRC) else None
-    found: set[Path] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: only inside the package
-                base = f"{package}.{base}".rstrip(".") if package else base
-            names = [base] + [f"{base}.{a.name}" for a in node.names]
-        for name in names:
-            if name.split(".")[0] == PACKAGE:
-                found.add(SRC / "__init__.py")  # importing a submodule runs the package's __init__
-                module = _module_file(name)
-                if module is not None:
-                    found.add(module)
-    return found
-
-
-def package_data(path: Path) -> set[Path]:
-    """The package's data files (templates/<name>) a module names in its source."""
-    return {SRC / "templates" / name for name in re.findall(r"\btemplates/([\w.-]+)", path.read_text())}
-
-
-def code_closure(script: Path) -> set[str]:
-    """The script, every project module it reaches and the templates they name, as
-    repository-relative paths."""
-    seen, todo = {script}, [script]
-    while todo:
-        for dep in imported_files(todo.pop()) - seen:
-            seen.add(dep)
-            todo.append(dep)
-    seen |= {data for module in list(seen) for data in package_data(module)}
-    return {p.relative_to(REPO).as_posix() for p in seen}
-
-
-def is_code(dep: str) -> bool:
-    return dep.endswith(".py") or dep.startswith("src/")
-
-
-def stage_script(cmd: str) -> Path:
-    match = re.search(r"\bpython3?\s+(\S+\.py)", cmd)
-    assert match, f"cannot find the stage script in {cmd!r}"
-    return REPO / match.group(1)
+DEPS = load_script("tools/deps.py")  # the derivation `make deps` writes into dvc.yaml
+code_closure, stage_script, is_code, rerun_table_of = (DEPS.code_closure, DEPS.stage_script, DEPS.is_code,
+                                                       DEPS.rerun_table)
 
 
 def mismatches(stages: dict) -> dict[str, dict[str, set[str]]]:
@@ -126,7 +69,21 @@ def test_our_resolution_of_dvc_yaml_is_dvcs_own():
 
 
 def test_every_stage_declares_exactly_the_code_it_imports():
+    """On the stages as DVC resolves them; and `make deps --check` agrees (it would write nothing)."""
     assert mismatches(spec()) == {}
+    proc = subprocess.run([sys.executable, "tools/deps.py", "--check"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_make_deps_rewrites_a_stale_list_and_names_itself_when_checking():
+    text = (REPO / "dvc.yaml").read_text()
+    stale = text.replace("src/mnist_vae/step.py, ", "", 1).replace(
+        "[stages/evaluate.py, ", "[stages/evaluate.py, src/mnist_vae/gifs.py, ", 1)
+    fixed, changes = DEPS.rewrite(stale)
+    assert changes == {"train": {"added": ["src/mnist_vae/step.py"], "removed": []},
+                       "evaluate": {"added": [], "removed": ["src/mnist_vae/gifs.py"]}}
+    assert fixed == text  # the committed file is the tool's own output, layout and comments included
+    assert DEPS.rewrite(text) == (text, {})
 
 
 def test_a_removed_or_extra_dep_line_is_caught():
@@ -151,12 +108,7 @@ def test_function_level_imports_count():
 def rerun_table() -> dict[str, list[str]]:
     """src file -> the stages that declare it (an edit reruns these, and what their outputs
     feed); per-model stages as their foreach name (train, not train@vae20d)."""
-    table: dict[str, list[str]] = {}
-    for name, stage in spec().items():
-        for dep in stage.get("deps", []):
-            if dep.startswith("src/") and name.split("@")[0] not in table.get(dep, []):
-                table.setdefault(dep, []).append(name.split("@")[0])
-    return table
+    return rerun_table_of(spec())
 
 
 def test_docs_rerun_table_is_the_derived_one():

@@ -16,9 +16,9 @@ These are read when torch first uses each library, so :func:`enter` sets them be
 imports torch; it then checks what it can see and refuses in one line when a pin did not take.
 tools/probe_numerics.py shows the promise on emulated Intel and AMD CPUs (qemu-user).
 
-Private torch API used here: ``torch.ops.mkldnn._linear_pointwise`` (oneDNN's inner product on
-plain tensors, what torch.compile emits for a CPU Linear); its public equivalent is F.linear,
-which would take MKL's sgemm, and the tests hold the two to float rounding.
+The oneDNN product is a private torch op (``torch.ops.mkldnn._linear_pointwise``, what
+torch.compile emits for a CPU Linear), called through mnist_vae.torch_private with its public
+fallback, F.linear, which would take MKL's sgemm.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
     record = {"numerics": mode, "threads": torch.get_num_threads(),
               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if mode == "portable":
         reason = _no_promise(device)
         if reason:
@@ -122,10 +122,14 @@ def record() -> dict[str, Any]:
 
 
 def _no_promise(device: str) -> str:
+    from .torch_private import forced_public
+
     if not is_x86_64():
         return f"this is {platform.machine()}"
     if device.split(":")[0] != "cpu":
         return f"the device is {device}"
+    if forced_public():
+        return "MNIST_VAE_PUBLIC_OPS forces the public fallbacks of the private ops"
     return ""
 
 
@@ -139,21 +143,18 @@ def linear(h, weight, bias=None):
     import torch.nn.functional as F
 
     if _through_onednn(h, weight):
-        return _onednn_linear(h, weight, bias)
+        from .torch_private import onednn_linear
+
+        return onednn_linear(h, weight, bias)
     return F.linear(h, weight, bias)
-
-
-def _onednn_linear(h, weight, bias):
-    """The one call of the private oneDNN op (see the module's docstring)."""
-    import torch
-
-    return torch.ops.mkldnn._linear_pointwise(h, weight, bias, "none", [], "")
 
 
 def _through_onednn(h, weight) -> bool:
     import torch
 
-    return _state["mode"] == "portable" and h.device.type == "cpu" and h.dtype == torch.float32 and \
+    from .torch_private import has_onednn
+
+    return _state["mode"] == "portable" and has_onednn(h) and h.dtype == torch.float32 and \
         not (torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad))
 
 
@@ -163,7 +164,9 @@ def linear_into(out, h, weight, bias=None):
     import torch
 
     if _through_onednn(h, weight):
-        return out.copy_(_onednn_linear(h, weight, bias))
+        from .torch_private import onednn_linear
+
+        return out.copy_(onednn_linear(h, weight, bias))
     if bias is None:
         return torch.mm(h, weight.t(), out=out)
     return torch.addmm(bias, h, weight.t(), out=out)

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import numerics
+from . import numerics, torch_private
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -88,9 +88,7 @@ def linear(h: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
     Both are float32 products; they differ by rounding only (tests/test_objective.py)."""
     if numerics.portable():
         return numerics.linear(h, layer.weight, layer.bias)
-    if h.device.type == "cpu" and torch.backends.mkldnn.is_available():
-        return torch.ops.aten.mkldnn_linear(h.to_mkldnn(), layer.weight, layer.bias).to_dense()
-    return torch.addmm(layer.bias, h, layer.weight.t())
+    return torch_private.mkldnn_linear(h, layer.weight, layer.bias)
 
 
 class _FusedLogWeights:

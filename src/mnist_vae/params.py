@@ -82,9 +82,9 @@ class TrainParams(_Section):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        if value in ("auto", "cpu", "cuda", "mps") or (value.startswith("cuda:") and value[5:].isdigit()):
             return value
-        raise ValueError("must be one of auto, cpu, cuda, cuda:N")
+        raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
 
 
 class TrackingParams(_Section):

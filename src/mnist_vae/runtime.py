@@ -7,17 +7,20 @@ import os
 import numpy as np
 import torch
 
-from . import numerics
+from . import numerics, torch_private
 from .errors import ParamsError
 from .machine import cpu_name
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' means the GPU when CUDA is available, else the CPU."""
+    """'auto' means CUDA's GPU where torch has one, else Apple's GPU (MPS) where torch reports it,
+    else the CPU."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ParamsError(f"params: 'train.device' is {name!r} but CUDA is not available here (use auto or cpu)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ParamsError("params: 'train.device' is 'mps' but torch reports no MPS device here (use auto or cpu)")
     return torch.device(name)
 
 
@@ -26,10 +29,7 @@ def make_deterministic(seed: int) -> None:
     (Another thread count sums in another order: README, reproducibility.)"""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     torch.manual_seed(seed)
-    # torch.use_deterministic_algorithms(True) sets this same flag and also torch.compile's
-    # (inductor's) config, whose import slows every stage's start-up (python -X importtime shows
-    # it); no stage compiles, so the eager flag alone is the whole effect.
-    torch._C._set_deterministic_algorithms(True)
+    torch_private.set_deterministic()
     torch.backends.cudnn.benchmark = False
 
 
@@ -74,5 +74,6 @@ def describe_machine(device: torch.device) -> dict[str, object]:
                                "torch": torch.__version__, "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    info["ops"] = torch_private.record(device)  # which path each private op took (or its fallback)
     info.update(numerics.record())
     return info

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import objective
+from . import objective, torch_private
 from .numerics import linear_into
 from .errors import StepMismatchError
 from .model import VAE
@@ -66,7 +66,8 @@ def _linears(seq: nn.Sequential, last_activated: bool) -> list[nn.Linear]:
 class LayerAdam:
     """Adam (PyTorch's defaults but lr) updating one layer at a time, as soon as its gradients exist.
 
-    The update is torch.optim.Adam(fused=True)'s own kernel, ``torch._fused_adam_``, on the same
+    The update is torch.optim.Adam(fused=True)'s own kernel, ``torch._fused_adam_``
+    (mnist_vae.torch_private, with its fallback), on the same
     state (exp_avg, exp_avg_sq, a step count on the parameters' device), so it is bitwise the same
     update (tests/test_step.py). It is called per layer from inside the backward pass, while that
     layer's weights and gradients are still in cache, rather than as one optimizer.step() after
@@ -88,8 +89,8 @@ class LayerAdam:
 
     def update(self, lin: nn.Linear) -> None:
         params, grads, exp_avgs, exp_avg_sqs, steps = self.state[lin]
-        torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=self.lr, beta1=self.betas[0],
-                           beta2=self.betas[1], weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+        torch_private.fused_adam_(params, grads, exp_avgs, exp_avg_sqs, steps, lr=self.lr, beta1=self.betas[0],
+                                  beta2=self.betas[1], eps=self.eps)
 
 
 class ElboStep:
@@ -182,7 +183,7 @@ class ElboStep:
         if g_in is not None:
             linear_into(g_in, g, lin.weight.t())  # g W
             if relu:  # ReLU's backward, in place: zero where the ReLU's output is 0
-                torch.ops.aten.threshold_backward.grad_input(g_in, h_in, 0, grad_input=g_in)
+                torch_private.relu_backward_(g_in, h_in)
         if update:
             self.adam.update(lin)
         return g_in
@@ -244,8 +245,9 @@ class AutogradStep:
 
     def __init__(self, model: VAE, lr: float):
         self.model = model
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
         p = next(model.parameters())
+        # the fused kernel where torch has it for the device (CPU, CUDA), else torch's default
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=p.device.type in ("cpu", "cuda") or None)
         self.total = torch.zeros((), device=p.device, dtype=p.dtype)
 
     def step(self, x: torch.Tensor, eps: torch.Tensor) -> None:
@@ -268,9 +270,11 @@ def check_against_autograd(model: VAE, x: torch.Tensor, eps: torch.Tensor, rtol:
     few milliseconds. This is what keeps one objective: an edit to objective.py that step.py
     does not follow stops the fit instead of training on the old objective unnoticed.
     """
-    ref = copy.deepcopy(model).to(torch.float64)
+    # on the model's device where it has float64; Apple's MPS has none, so there on the CPU
+    device = x.device if x.device.type != "mps" else torch.device("cpu")
+    ref = copy.deepcopy(model).to(device=device, dtype=torch.float64)
     mine = copy.deepcopy(ref)
-    x64, eps64 = x.to(torch.float64), eps.to(torch.float64)
+    x64, eps64 = x.to(device=device, dtype=torch.float64), eps.to(device=device, dtype=torch.float64)
     with torch.enable_grad():
         logits, mu, logvar = ref(x64, eps64)
         bce, kl = objective.batch_loss(logits, x64, mu, logvar)

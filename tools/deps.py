@@ -1,0 +1,202 @@
+"""Write each stage's code deps in dvc.yaml from its imports (`make deps`).
+
+A stage's code deps are its script, every project module the script reaches through its imports
+(transitively, function-level imports included) and the package templates those modules name.
+This rewrites the code part of each stage's `deps:` list in dvc.yaml (data deps stay as they
+are, after the code), and docs/pipeline.md's table of what an edit to each module reruns.
+`--check` writes nothing and exits 1 naming each stage that differs (tests/test_dependencies.py).
+
+    python tools/deps.py            # rewrite dvc.yaml and the docs table
+    python tools/deps.py --check    # what would change
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "mnist_vae"
+SRC = REPO / "src" / PACKAGE
+WIDTH = 110  # dvc.yaml's line length for the wrapped lists
+TABLE_START, TABLE_END = "<!-- rerun table: make deps writes it -->", "<!-- end of the rerun table -->"
+
+
+def _module_file(name: str) -> Path | None:
+    """The file of a dotted module under the package (a module or a subpackage's __init__)."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = SRC.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if len(parts) > 1 and path.exists():
+            return path
+    return SRC / "__init__.py" if len(parts) == 1 else None
+
+
+def _packages(module: Path) -> set[Path]:
+    """The __init__.py of every package above a module (importing it runs each of them)."""
+    out, folder = set(), module.parent
+    while folder.is_relative_to(SRC):
+        out.add(folder / "__init__.py")
+        folder = folder.parent
+    return out
+
+
+def imported_files(path: Path) -> set[Path]:
+    """The project modules one file imports directly (anywhere in it, not only at the top), with
+    the __init__.py of the packages they sit in."""
+    package = ".".join((PACKAGE, *path.parent.relative_to(SRC).parts)) if path.is_relative_to(SRC) else None
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level and package:  # relative: only inside the package
+                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        for name in names:
+            module = _module_file(name) if name.split(".")[0] == PACKAGE else None
+            if module is not None:
+                found |= {module} | _packages(module)
+    return found
+
+
+def package_data(path: Path) -> set[Path]:
+    """The package's data files (templates/<name>) a module names in its source."""
+    text = path.read_text()
+    return {p for name in re.findall(r"\btemplates/([\w.-]+)", text) for p in SRC.rglob(f"templates/{name}")}
+
+
+def code_closure(script: Path) -> set[str]:
+    """The script, every project module it reaches and the templates they name, as
+    repository-relative paths."""
+    seen, todo = {script}, [script]
+    while todo:
+        for dep in imported_files(todo.pop()) - seen:
+            seen.add(dep)
+            todo.append(dep)
+    seen |= {data for module in list(seen) for data in package_data(module)}
+    return {p.relative_to(REPO).as_posix() for p in seen}
+
+
+def is_code(dep: str) -> bool:
+    return dep.endswith(".py") or dep.startswith("src/")
+
+
+def stage_script(cmd: str) -> Path:
+    match = re.search(r"\bpython3?\s+(\S+\.py)", cmd)
+    if not match:
+        raise SystemExit(f"deps: cannot find the stage script in {cmd!r}")
+    return REPO / match.group(1)
+
+
+def ordered(script: Path, closure: set[str]) -> list[str]:
+    first = script.relative_to(REPO).as_posix()
+    return [first] + sorted(closure - {first})
+
+
+# --- dvc.yaml, as text: the comments and layout stay ---------------------------------------
+
+
+_STAGE = re.compile(r"^  ([\w-]+):", re.M)
+_DEPS = re.compile(r"^(?P<indent> +)deps:(?P<comment>[^\n]*)\n(?P<lead> +)\[(?P<body>[^\]]*)\]", re.M)
+_CMD = re.compile(r"^ +cmd: (.*)$", re.M)
+
+
+def _wrap(items: list[str], lead: str) -> str:
+    lines, line = [], lead + "["
+    for i, item in enumerate(items):
+        piece = item + ("," if i < len(items) - 1 else "]")
+        if len(line) + len(piece) + 1 > WIDTH and line.strip() != "[":
+            lines.append(line.rstrip())
+            line = lead + " " + piece
+        else:
+            line += ("" if line.endswith("[") else " ") + piece
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def rewrite(text: str) -> tuple[str, dict[str, dict[str, list[str]]]]:
+    """dvc.yaml with every stage's code deps derived, and {stage: {"added", "removed"}} of the
+    stages that changed."""
+    changes: dict[str, dict[str, list[str]]] = {}
+    starts = [(m.start(), m.group(1)) for m in _STAGE.finditer(text)] + [(len(text), "")]
+    out, pos = [], 0
+    for (start, name), (end, _) in zip(starts, starts[1:]):
+        block = text[start:end]
+        deps, cmd = _DEPS.search(block), _CMD.search(block)
+        if not deps or not cmd:
+            continue
+        items = [t.strip() for t in deps.group("body").replace("\n", " ").split(",") if t.strip()]
+        code = [t for t in items if is_code(t.strip('"'))]
+        data = [t for t in items if not is_code(t.strip('"'))]
+        script = stage_script(cmd.group(1))
+        want = ordered(script, code_closure(script))
+        if want != code:
+            changes[name] = {"added": sorted(set(want) - set(code)), "removed": sorted(set(code) - set(want))}
+        new = f"{deps.group('indent')}deps:{deps.group('comment')}\n" + _wrap(want + data, deps.group("lead"))
+        out.append(text[pos:start + deps.start()] + new)
+        pos = start + deps.end()
+    out.append(text[pos:])
+    return "".join(out), changes
+
+
+def rerun_table(stages: dict[str, dict]) -> dict[str, list[str]]:
+    """src file -> the stages that declare it; per-model stages by their foreach name."""
+    table: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        for dep in stage.get("deps", []):
+            if dep.startswith("src/") and name.split("@")[0] not in table.get(dep, []):
+                table.setdefault(dep, []).append(name.split("@")[0])
+    return dict(sorted(table.items()))
+
+
+def docs_table(stages: dict[str, dict]) -> str:
+    rows = [f"| `{path}` | {', '.join(f'`{s}`' for s in names)} |" for path, names in rerun_table(stages).items()]
+    return "\n".join([TABLE_START, "| file | stages that import it (per model: every `<stage>@<model>`) |", "|---|---|", *rows, TABLE_END])
+
+
+def rewrite_docs(text: str, stages: dict[str, dict]) -> str:
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"deps: docs/pipeline.md lacks the markers {TABLE_START} ... {TABLE_END}")
+    head, rest = text.split(TABLE_START, 1)
+    return head + docs_table(stages) + rest.split(TABLE_END, 1)[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything would change")
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO / "src"))
+    from mnist_vae import pipeline, yamlfile
+
+    dvc_yaml, docs = REPO / "dvc.yaml", REPO / "docs/pipeline.md"
+    text, changes = rewrite(dvc_yaml.read_text())
+    stale = text != dvc_yaml.read_text()
+    if not args.check and stale:
+        dvc_yaml.write_text(text)
+    stages = pipeline.resolve(yamlfile.loads(text), yamlfile.loads((REPO / "params.yaml").read_text()))
+    doc_text = rewrite_docs(docs.read_text(), stages)
+    docs_stale = doc_text != docs.read_text()
+    if not args.check and docs_stale:
+        docs.write_text(doc_text)
+    for name, change in changes.items():
+        print(f"{name}: " + "; ".join(f"{k} {', '.join(v)}" for k, v in change.items() if v))
+    if docs_stale:
+        print("docs/pipeline.md: the rerun table " + ("differs" if args.check else "rewritten"))
+    if args.check and (stale or docs_stale):
+        sys.exit("deps: dvc.yaml's code deps or docs/pipeline.md's rerun table differ from the imports: "
+                 "run `make deps`")
+    if not (stale or docs_stale):
+        print("deps: dvc.yaml and docs/pipeline.md already match the imports")
+
+
+if __name__ == "__main__":
+    main()
