@@ -3,8 +3,8 @@ run on the same machine and the same real data, plus a full and a no-op `dvc rep
 
 (a) reference style: torchvision's MNIST dataset with per-sample ToTensor + round through a
     DataLoader (batch 128, shuffled), two Linear heads, a sigmoid decoder, summed BCE + KL, Adam 1e-3;
-(b) the project: mnist_vae.training.fit, as the train stage runs it (the whole binarized set in
-    one tensor, the hand-written step of mnist_vae.step; a replayed CUDA graph on a GPU), and the
+(b) the project: mnist_vae.core.training.fit, as the train stage runs it (the whole binarized set in
+    one tensor, the hand-written step of mnist_vae.core.step; a replayed CUDA graph on a GPU), and the
     same loop with the plain autograd step, the previous version, to show what the step buys.
 Both evaluate the test loss after every epoch (the reference notebook did), inside the timing.
 Every measured loop runs in a fresh process, so none inherits another's threads, allocator or
@@ -40,13 +40,17 @@ import yaml
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_vae import artifacts, data, numerics, params
-from mnist_vae.runtime import flush_denormals, keep_freed_memory, resolve_device
-from mnist_vae.training import fit
-from mnist_vae.machine import cpu_name
-from mnist_vae.workspace import copy_worktree, dvc_exe, tool_env
+from mnist_vae.io import artifacts, data, params
+from mnist_vae.core import numerics
+from mnist_vae.core.runtime import flush_denormals, keep_freed_memory, resolve_device
+from mnist_vae.core.training import fit
+from mnist_vae.core import machine
+from mnist_vae.study.reference import setup_model
+from mnist_vae.study.workspace import copy_worktree, dvc_exe, tool_env
 
 REPO = Path(__file__).resolve().parents[1]
+# the models measured: those params.yaml has for the reference's 20-d and 2-d setups
+M20, M2 = setup_model("notebook-20d", REPO), setup_model("notebook-2d", REPO)
 
 
 class ReferenceVAE(nn.Module):
@@ -129,15 +133,17 @@ def enter_numerics(mode: str) -> None:
 
 
 def run_project(binarized: Path, epochs: int, device: str, seed: int, tracking: bool,
-                model_name: str = "vae20d", step_kind: str = "auto", mode: str = "fast") -> dict:
+                model_name: str | None = None, step: str = "fused", cuda_graph: bool | None = None,
+                mode: str = "fast") -> dict:
     """The train stage's own code path (fit) on the given data, params.yaml but these settings."""
     enter_numerics(mode)
     p = params.load(REPO / "params.yaml")
-    cfg = p.train.model_copy(update=dict(epochs=epochs, seed=seed, device=device, train_limit=None, test_limit=None))
-    tracking_cfg = p.tracking.model_copy(update={"enabled": tracking})
+    settings = p.model_copy(update={
+        "train": p.train.model_copy(update=dict(epochs=epochs, seed=seed, device=device, step=step)),
+        "tracking": p.tracking.model_copy(update={"enabled": tracking})})
     mnist = artifacts.read_npz(binarized, ["train_x", "test_x"])
-    out = fit(p.model(model_name), cfg, tracking_cfg, mnist["train_x"], mnist["test_x"], progress=False,
-              step_kind=step_kind)
+    out = fit(p.model(model_name or M20), settings, mnist["train_x"], mnist["test_x"], progress=False,
+              cuda_graph=cuda_graph)
     history = out["history"]
     return {"epoch_seconds": [h["seconds"] for h in history], "test_loss": history[-1]["test_loss"],
             "train_seconds": out["timings"]["train_seconds"], "device": out["metrics"]["device"]}
@@ -203,7 +209,7 @@ def training_floor(model_name: str, device: str, n_train: int = 60000, n_test: i
     p = params.load(REPO / "params.yaml")
     arch, dev = p.model(model_name), torch.device(device)
     cfg = arch.training(p.train)
-    from mnist_vae.model import build
+    from mnist_vae.core.model import build
 
     layers = [(m.in_features, m.out_features) for m in _linear_layers(build(arch))]
     # the encoder's head outputs [mu | logvar]; the decoder's first layer takes z
@@ -221,18 +227,18 @@ def training_floor(model_name: str, device: str, n_train: int = 60000, n_test: i
     seconds = _time_products(step_products(cfg.batch_size, True), full, dev)
     if last:
         seconds += _time_products(step_products(last, True), 1, dev)
-    return seconds + _time_products(step_products(p.train.eval_batch_size, False), n_test // p.train.eval_batch_size, dev)
+    return seconds + _time_products(step_products(p.evaluate.batch_size, False), n_test // p.evaluate.batch_size, dev)
 
 
 def iwae_side_by_side(model_name: str, device: str, images: int, mode: str = "fast") -> dict:
-    """The evaluate stage's IWAE (mnist_vae.evaluation.iwae_nll, K and chunk from params.yaml) on
+    """The evaluate stage's IWAE (mnist_vae.core.evaluation.iwae_nll, K and chunk from params.yaml) on
     `images` real test images with a freshly initialised model of this architecture (the time
     does not depend on the weights), the same with objective.py's plain log weights (the code
     before the fused log-likelihood), and the floor: the decoder's matrix products alone for the
     same samples, in passes of the same size, each into a preallocated output."""
-    from mnist_vae import objective
-    from mnist_vae.evaluation import default_images_per_pass, iwae_nll
-    from mnist_vae.model import build
+    from mnist_vae.core import objective
+    from mnist_vae.core.evaluation import default_images_per_pass, iwae_nll
+    from mnist_vae.core.model import build
 
     enter_numerics(mode)
     flush_denormals()
@@ -305,9 +311,8 @@ def time_dvc(work: Path, mode: str | None = None) -> dict:
     return {"full_repro_seconds": full, "noop_repro_seconds": noop}
 
 
-def machine() -> str:
-    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-            f"Python {platform.python_version()}")
+def machine_line() -> str:
+    return f"{machine.label(machine.record(torch.device('cpu')))}, Python {platform.python_version()}"
 
 
 def gpu_name(device: torch.device) -> str:
@@ -320,7 +325,7 @@ def mean(xs) -> float:
 
 def numerics_side_by_side(npz: Path, tmp: Path, epochs: int, device: str, seed: int, images: int,
                           skip_dvc: bool) -> tuple[dict, str]:
-    """Portable against fast numerics (mnist_vae.numerics), each measure in both modes, the two
+    """Portable against fast numerics (mnist_vae.core.numerics), each measure in both modes, the two
     alternating: seconds per 20-d training epoch (best of two runs each), one IWAE pass over
     `images` images (the evaluate stage's code), and the full `dvc repro --force` from clean."""
     modes = ("fast", "portable")
@@ -332,7 +337,7 @@ def numerics_side_by_side(npz: Path, tmp: Path, epochs: int, device: str, seed: 
             epoch[m].append(mean(run["epoch_seconds"]))
             loss[m] = run["test_loss"]
             print(f"{m}: seconds per epoch {[round(t, 3) for t in run['epoch_seconds']]}", flush=True)
-    iwae = {m: isolated(iwae_side_by_side, "vae20d", device, images, mode=m) for m in modes}
+    iwae = {m: isolated(iwae_side_by_side, M20, device, images, mode=m) for m in modes}
     repro = {} if skip_dvc else {m: time_dvc(tmp, mode=m)["full_repro_seconds"] for m in modes}
     result = {"epoch_seconds": {m: min(v) for m, v in epoch.items()}, "epoch_runs": epoch, "test_loss": loss,
               "iwae_seconds": {m: r["fused_seconds"] for m, r in iwae.items()}, "iwae_images": images,
@@ -343,7 +348,7 @@ def numerics_side_by_side(npz: Path, tmp: Path, epochs: int, device: str, seed: 
     if repro:
         rows.append(("full dvc repro --force from clean (s)", repro))
     md = [f"Portable against fast numerics (params.yaml `numerics.mode`), {epochs} epochs a training run, on "
-          f"{machine()}: portable pins MKL's CBWR branch, ATen's capability, oneDNN's ISA and the thread count "
+          f"{machine_line()}: portable pins MKL's CBWR branch, ATen's capability, oneDNN's ISA and the thread count "
           "and takes every product through oneDNN; fast takes each CPU's own kernels.", "",
           "| measure | fast | portable | portable / fast |", "|---|---:|---:|---:|"]
     md += [f"| {name} | {v['fast']:.2f} | {v['portable']:.2f} | **{v['portable'] / v['fast']:.2f}x** |"
@@ -366,7 +371,7 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device(args.device)
     dev, n = str(device), args.epochs
-    describe = f"{machine()}{gpu_name(device)}"
+    describe = f"{machine_line()}{gpu_name(device)}"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data.download("mnist", tmp / "raw")
@@ -385,19 +390,19 @@ def main() -> None:
         runs = {}
         plan = [("reference", run_reference, (root, n, dev, args.seed), {}),
                 ("project", run_project, (npz, n, dev, args.seed, False), {}),
-                ("autograd step", run_project, (npz, n, dev, args.seed, False), {"step_kind": "autograd"})]
+                ("autograd step", run_project, (npz, n, dev, args.seed, False), {"step": "autograd"})]
         if device.type == "cuda":
-            plan.append(("eager step, no CUDA graph", run_project, (npz, n, dev, args.seed, False), {"step_kind": "eager"}))
+            plan.append(("eager step, no CUDA graph", run_project, (npz, n, dev, args.seed, False), {"cuda_graph": False}))
         plan += [("project, tracking on", run_project, (npz, n, dev, args.seed, True), {}),
-                 ("2-d, tracking off", run_project, (npz, n, dev, args.seed, False), {"model_name": "vae2d"}),
-                 ("2-d, tracking on", run_project, (npz, n, dev, args.seed, True), {"model_name": "vae2d"})]
+                 ("2-d, tracking off", run_project, (npz, n, dev, args.seed, False), {"model_name": M2}),
+                 ("2-d, tracking on", run_project, (npz, n, dev, args.seed, True), {"model_name": M2})]
         for name, fn, a, kw in plan:
             runs[name] = isolated(fn, *a, **kw)
             print(f"{name}: seconds per epoch {[round(t, 3) for t in runs[name]['epoch_seconds']]}, "
                   f"test loss {runs[name]['test_loss']:.2f}", flush=True)
-        floors = {m: isolated(training_floor, m, dev) for m in ("vae20d", "vae2d")}
+        floors = {m: isolated(training_floor, m, dev) for m in (M20, M2)}
         print(f"matrix products of one epoch alone: {floors}", flush=True)
-        iwae = {m: isolated(iwae_side_by_side, m, dev, args.iwae_images) for m in ("vae20d", "vae2d")}
+        iwae = {m: isolated(iwae_side_by_side, m, dev, args.iwae_images) for m in (M20, M2)}
         for m, r in iwae.items():
             print(f"IWAE {m}: fused {r['fused_seconds']:.2f} s, plain {r['plain_seconds']:.2f} s, "
                   f"products alone {r['floor_seconds']:.2f} s (torch.mm {r['mm_floor_seconds']:.2f} s)", flush=True)
@@ -419,8 +424,7 @@ def main() -> None:
         "matmul_gflops": gflops_peak, "project_gflops": achieved,
         "gflop_per_epoch": flops_per_epoch() / 1e9, "vae2d_seconds_per_epoch": two_off,
         "vae2d_tracking_seconds_per_epoch": two_on, "vae2d_tracking_overhead": two_on / two_off - 1,
-        "training_floor_seconds": floors, "epoch_floor_ratio": {"vae20d": proj_s / floors["vae20d"],
-                                                               "vae2d": two_off / floors["vae2d"]},
+        "training_floor_seconds": floors, "epoch_floor_ratio": {M20: proj_s / floors[M20], M2: two_off / floors[M2]},
         "iwae": iwae, "runs": runs, **dvc_times,
     }
     rows = [
@@ -433,9 +437,9 @@ def main() -> None:
         ("GFLOP/s achieved (matmul throughput measured)", "", f"{achieved:.0f} ({gflops_peak:.0f})", ""),
         ("seconds per 20-d epoch with tracking on", "", f"{tr_s:.2f}", ""),
         ("seconds per 2-d epoch, tracking off / on", "", f"{two_off:.2f} / {two_on:.2f} ({two_on / two_off - 1:+.0%})", ""),
-        ("an epoch's matrix products alone, 20-d / 2-d (s)", "", f"{floors['vae20d']:.2f} / {floors['vae2d']:.2f}", ""),
+        ("an epoch's matrix products alone, 20-d / 2-d (s)", "", f"{floors[M20]:.2f} / {floors[M2]:.2f}", ""),
         ("epoch / its products alone, 20-d / 2-d", "",
-         f"{proj_s / floors['vae20d']:.2f}x / {two_off / floors['vae2d']:.2f}x", ""),
+         f"{proj_s / floors[M20]:.2f}x / {two_off / floors[M2]:.2f}x", ""),
     ]
     if "eager step, no CUDA graph" in runs:
         eager = runs["eager step, no CUDA graph"]
@@ -447,8 +451,8 @@ def main() -> None:
           "test loss evaluated after every epoch in every loop.", "",
           "| measure | reference-style loop | project | project, autograd step |", "|---|---|---|---|"]
     md += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    md += ["", f"IWAE bound, K = {iwae['vae20d']['k']}, on {args.iwae_images} test images, in passes of "
-           f"{iwae['vae20d']['rows_per_pass']} samples: the evaluate stage's code (fused log-likelihood), the same "
+    md += ["", f"IWAE bound, K = {iwae[M20]['k']}, on {args.iwae_images} test images, in passes of "
+           f"{iwae[M20]['rows_per_pass']} samples: the evaluate stage's code (fused log-likelihood), the same "
            "with objective.py's plain log weights, and the decoder's matrix products alone for the same samples, "
            "as the evaluation runs them (the 784-wide one through objective.linear: oneDNN on a CPU) and "
            "through torch.mm (MKL's sgemm on a CPU).", "",

@@ -11,7 +11,8 @@ import argparse
 
 import pandas as pd
 
-from mnist_vae import artifacts, cli, layout, numerics, params
+from mnist_vae.io import artifacts, cli, layout, params
+from mnist_vae.core import numerics
 
 
 def main() -> None:
@@ -25,10 +26,11 @@ def main() -> None:
     mnist = artifacts.read_npz(args.mnist, ["train_x", "test_x"])
     fashion = artifacts.read_npz(args.fashion, ["test_x"])
     numerics.enter(p.numerics, p.train.device)  # before torch is imported
-    from mnist_vae import anomaly, figures  # torch: only once params and data are known good
-    from mnist_vae.frames import upscale
-    from mnist_vae.model import load_checkpoint
-    from mnist_vae.runtime import keep_freed_memory, make_deterministic, resolve_device, to_tensor
+    from mnist_vae.core import anomaly  # torch: only once params and data are known good
+    from mnist_vae.viz import figures
+    from mnist_vae.core.frames import upscale
+    from mnist_vae.core.model import load_checkpoint
+    from mnist_vae.core.runtime import keep_freed_memory, make_deterministic, resolve_device, to_tensor
 
     device = resolve_device(p.train.device)
     make_deterministic(cfg.seed)
@@ -36,10 +38,10 @@ def main() -> None:
     model = load_checkpoint(layout.checkpoint(args.model), device)
     noise_image = anomaly.uniform_noise_images(1, cfg.seed)
     sets = {
-        "train": mnist["train_x"][:p.train.train_limit],
-        "test": mnist["test_x"][:p.train.test_limit],
-        "noise": anomaly.uniform_noise_images(cfg.noise_images, cfg.seed + 1),
-        "fashion": fashion["test_x"],
+        "train": mnist["train_x"][:p.data.train_limit],
+        "test": mnist["test_x"][:p.data.test_limit],
+        layout.NOISE: anomaly.uniform_noise_images(cfg.noise_images, cfg.seed + 1),
+        layout.FASHION: fashion["test_x"],
         "noise_image": noise_image,
     }
     tensors = {name: to_tensor(x, device) for name, x in sets.items()}
@@ -48,25 +50,25 @@ def main() -> None:
             for name, x in tensors.items()}
 
     reports = {}
-    for score_name, scores in (("kl", kl), ("neg_elbo", elbo)):
+    for score_name, scores in ((layout.KL, kl), (layout.NEG_ELBO, elbo)):
         reports[score_name] = anomaly.detection_report(
-            scores["train"], scores["test"], {"noise": scores["noise"], "fashion": scores["fashion"]}, cfg.k)
-        for other in ("noise", "fashion"):
+            scores["train"], scores["test"], {o: scores[o] for o in layout.OUTLIER_SETS}, cfg.k)
+        for other in layout.OUTLIER_SETS:
             fpr, tpr = anomaly.roc_curve(scores["test"], scores[other])
             artifacts.write_csv(layout.roc_table(args.model, score_name, other),
                                 pd.DataFrame({"fpr": fpr, "tpr": tpr}))
-    st = reports["kl"]["train"]
+    st = reports[layout.KL]["train"]
     noise_kl = float(kl["noise_image"][0])
     reports["noise_image"] = {
-        "kl": noise_kl,
+        layout.KL: noise_kl,
         "kl_z_score": anomaly.z_score(noise_kl, st["fit_mean"], st["fit_std"]),
         "kl_percentile": anomaly.percentile_of(noise_kl, kl["train"]),
-        "neg_elbo": float(elbo["noise_image"][0]),
+        layout.NEG_ELBO: float(elbo["noise_image"][0]),
     }
     reports["model"] = args.model
 
-    artifacts.write_npz(layout.anomaly_arrays(args.model), **{f"kl_{k}": v for k, v in kl.items()},
-                        **{f"neg_elbo_{k}": v for k, v in elbo.items()})
+    artifacts.write_npz(layout.anomaly_arrays(args.model), **{f"{layout.KL}_{k}": v for k, v in kl.items()},
+                        **{f"{layout.NEG_ELBO}_{k}": v for k, v in elbo.items()})
     artifacts.write_figure(layout.anomaly_figure(args.model, "kl-histogram"),
                            figures.kl_histogram(kl["train"], st["fit_mean"], st["fit_std"], st["threshold"],
                                                 noise_kl, cfg.k), dpi=120)

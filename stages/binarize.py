@@ -4,7 +4,7 @@ test_y (images N x 784 uint8 0/1: a pixel is 1 when byte / 255 >= data.threshold
 import argparse
 import logging
 
-from mnist_vae import cli, data, params
+from mnist_vae.io import cli, data, params
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ whichever source served it.
 import argparse
 import logging
 
-from mnist_vae import cli, data
+from mnist_vae.io import cli, data
 
 
 def main() -> None:

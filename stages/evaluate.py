@@ -4,7 +4,8 @@ the encoder means in data/evaluation/<model>.npz."""
 
 import argparse
 
-from mnist_vae import artifacts, cli, layout, numerics, params
+from mnist_vae.io import artifacts, cli, layout, params
+from mnist_vae.core import numerics
 
 
 def main() -> None:
@@ -14,16 +15,16 @@ def main() -> None:
     args = ap.parse_args()
     p = params.load_for_stage()
     numerics.enter(p.numerics, p.train.device)  # before torch is imported
-    from mnist_vae.evaluation import evaluate_model  # torch: only once the params are known good
-    from mnist_vae.model import load_checkpoint
-    from mnist_vae.runtime import keep_freed_memory, make_deterministic, resolve_device, to_tensor
+    from mnist_vae.core.evaluation import evaluate_model  # torch: only once the params are known good
+    from mnist_vae.core.model import load_checkpoint
+    from mnist_vae.core.runtime import keep_freed_memory, make_deterministic, resolve_device, to_tensor
 
     device = resolve_device(p.train.device)
     make_deterministic(p.evaluate.seed)
     keep_freed_memory()
     model = load_checkpoint(layout.checkpoint(args.model), device)
-    test_x = to_tensor(artifacts.read_npz(args.data, ["test_x"])["test_x"][:p.train.test_limit], device)
-    result = evaluate_model(model, test_x, p.evaluate, p.train.eval_batch_size)
+    test_x = to_tensor(artifacts.read_npz(args.data, ["test_x"])["test_x"][:p.data.test_limit], device)
+    result = evaluate_model(model, test_x, p.evaluate)
     artifacts.write_npz(layout.evaluation_arrays(args.model), **result["arrays"])
     artifacts.write_json(layout.eval_metrics(args.model), result["metrics"])
     artifacts.write_json(layout.timings(args.model, "evaluate"), result["timings"])

@@ -10,8 +10,8 @@ frames (each GIF is decoded again and checked).
 
 import argparse
 
-from mnist_vae import artifacts, cli, layout, params
-from mnist_vae.errors import DataError, ParamsError
+from mnist_vae.io import artifacts, cli, layout, params
+from mnist_vae.io.errors import DataError, ParamsError
 
 
 def main() -> None:
@@ -23,18 +23,18 @@ def main() -> None:
         raise ParamsError("params: 'tracking.enabled' is false, so the train stages recorded no frames for "
                           "render-gifs; set it to true (or remove render-gifs from the pipeline)")
     cfg = p.gifs
-    from mnist_vae import gifs
-    from mnist_vae.frames import select_frames, upscale  # torch: only once the params are known good
+    from mnist_vae.viz import gifs
+    from mnist_vae.core.frames import select_frames, upscale  # torch: only once the params are known good
 
     out = layout.gifs_dir(args.model)
     frames = artifacts.read_npz(layout.tracking_frames(args.model), ["recon"])
-    kinds = [("reconstruction", "recon", cfg.recon_scale)]
+    kinds = [("reconstruction", "recon", cfg.reconstruction_scale)]  # GIF and params name, frames' array
     if "manifold" in frames:
         kinds.append(("manifold", "manifold", cfg.manifold_scale))
     summary = {}
     for label, key, scale in kinds:
         for span in ("all", "early"):
-            spec = getattr(cfg, f"{key}_{span}")
+            spec = getattr(cfg, f"{label}_{span}")
             path = f"{out}/{label}-{span}.gif"
             try:
                 gif = gifs.encode_within(upscale(select_frames(frames[key], spec), scale),

@@ -10,7 +10,8 @@ Everything is computed on the CPU, so figures are the same whatever device train
 
 import argparse
 
-from mnist_vae import artifacts, cli, layout, numerics, params
+from mnist_vae.io import artifacts, cli, layout, params
+from mnist_vae.core import numerics
 
 
 def main() -> None:
@@ -24,27 +25,29 @@ def main() -> None:
     numerics.enter(p.numerics)  # before torch is imported (figures: always the CPU)
     import torch  # only once params and data are known good
 
-    from mnist_vae import figures, frames
-    from mnist_vae.inference import encode_all
-    from mnist_vae.model import load_checkpoint
-    from mnist_vae.runtime import make_deterministic, to_tensor
+    from mnist_vae.viz import figures
+    from mnist_vae.core import frames
+    from mnist_vae.core.inference import encode_all
+    from mnist_vae.core.model import load_checkpoint
+    from mnist_vae.core.runtime import make_deterministic, to_tensor
 
     name = args.model
     make_deterministic(g.seed)
     device = torch.device("cpu")  # small work: the CPU keeps figures identical across machines
-    test_x = to_tensor(mnist["test_x"][:p.train.test_limit], device)
-    test_y = mnist["test_y"][:p.train.test_limit]
-    originals = test_x[list(p.tracking.recon_indices)]
+    test_x = to_tensor(mnist["test_x"][:p.data.test_limit], device)
+    test_y = mnist["test_y"][:p.data.test_limit]
+    originals = test_x[list(p.tracking.reconstruction_indices)]
     model = load_checkpoint(layout.checkpoint(name), device)
     gen = torch.Generator().manual_seed(g.seed)
     with torch.no_grad():
         recon = frames.recon_frame(model, originals, torch.randn(len(originals), model.latent_dim, generator=gen))
         prior = torch.randn(g.prior_samples, model.latent_dim, generator=gen)
         samples = frames.to_uint8(frames.tile(model.decode(prior), nrow=g.prior_nrow))
-    artifacts.write_png(layout.figure(name, "reconstructions"), frames.upscale(recon.numpy(), g.recon_scale))
+    artifacts.write_png(layout.figure(name, "reconstructions"), frames.upscale(recon.numpy(), g.reconstruction_scale))
     artifacts.write_png(layout.figure(name, "prior-samples"), samples.numpy())
-    z = frames.manifold_latents(g.manifold_n, *g.manifold_quantiles, latent_dim=model.latent_dim)
-    artifacts.write_png(layout.figure(name, "manifold"), frames.manifold_frame(model, z, g.manifold_n).numpy())
+    m = p.manifold
+    z = frames.manifold_latents(m.n, *m.quantiles, latent_dim=model.latent_dim)
+    artifacts.write_png(layout.figure(name, "manifold"), frames.manifold_frame(model, z, m.n).numpy())
     mu, _ = encode_all(model, test_x)
     dims = "" if model.latent_dim <= 2 else f", first 2 of {model.latent_dim} dims"
     fig = figures.latent_scatter(mu.numpy(), test_y, f"{name}: test-set encoder means (n={len(test_y):,}{dims})")

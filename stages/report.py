@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_vae import artifacts, cli, layout, params, reference
+from mnist_vae.io import artifacts, cli, layout, params
+from mnist_vae.study import reference
 
 
 def main() -> None:
@@ -24,7 +25,8 @@ def main() -> None:
     args = ap.parse_args()
     p = params.load_for_stage()
     models, studies = list(p.models), list(p.anomaly.models)
-    from mnist_vae import report, spread  # matplotlib, jinja2: only once the params are known good
+    from mnist_vae.viz import report  # matplotlib, jinja2: only once the params are known good
+    from mnist_vae.study import spread
 
     root = Path(args.out).parent
     # the reference's setups, each bound to the model that is it (by architecture and batch size)
@@ -65,7 +67,7 @@ def main() -> None:
         benchmarks=[report.markdown_html(artifacts.read_text(path)) for path in args.benchmark],
     )
     artifacts.write_bytes(args.out, html.encode())
-    # The page names the figures and GIFs without reading them (not deps: see mnist_vae.layout),
+    # The page names the figures and GIFs without reading them (not deps: see mnist_vae.io.layout),
     # so `dvc repro report` alone does not make them; say so rather than leave a silent gap.
     for src in report.linked_files(html):
         if not (root / src).is_file():

@@ -9,7 +9,8 @@ import argparse
 
 import pandas as pd
 
-from mnist_vae import artifacts, cli, layout, numerics, params
+from mnist_vae.io import artifacts, cli, layout, params
+from mnist_vae.core import numerics
 
 
 def main() -> None:
@@ -21,10 +22,10 @@ def main() -> None:
     arch = p.model(args.model)  # fails on an unknown name before any work
     mnist = artifacts.read_npz(args.data, ["train_x", "test_x"])
     numerics.enter(p.numerics, p.train.device)  # before torch is imported
-    from mnist_vae.model import checkpoint  # torch: only once params and data are known good
-    from mnist_vae.training import fit
+    from mnist_vae.core.model import checkpoint  # torch: only once params and data are known good
+    from mnist_vae.core.training import fit
 
-    out = fit(arch, p.train, p.tracking, mnist["train_x"], mnist["test_x"], name=args.model)
+    out = fit(arch, p, mnist["train_x"][:p.data.train_limit], mnist["test_x"][:p.data.test_limit], name=args.model)
     artifacts.write_npz(layout.tracking_frames(args.model), **(out["frames"] or {}))
     artifacts.write_csv(layout.history(args.model), pd.DataFrame(out["history"]).drop(columns="seconds"))
     artifacts.write_json(layout.train_metrics(args.model), out["metrics"])

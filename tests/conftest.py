@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from mnist_vae.workspace import copy_worktree, dvc_exe, git
+from mnist_vae.study.workspace import copy_worktree, dvc_exe, git
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def _mirror(env: str, dataset: str) -> str:
     given = os.environ.get(env)
     if given:
         return given
-    from mnist_vae import data
+    from mnist_vae.io import data
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-vae-tests" / dataset
     data.download(dataset, cache, mirror_dir=None)
@@ -44,7 +44,7 @@ def __getattr__(name: str) -> str:  # MNIST_MIRROR, FASHION_MIRROR: resolved on 
 
 @pytest.fixture
 def small_model():
-    from mnist_vae.model import VAE
+    from mnist_vae.core.model import VAE
 
     torch.manual_seed(0)
     return VAE(latent_dim=2, encoder_hidden=[16], decoder_hidden=None).eval()
@@ -56,7 +56,7 @@ def raw_params() -> dict:
 
 def params_with(overrides: dict | None = None):
     """The repository's params with dotted-key overrides ({"train.epochs": 1}), validated."""
-    from mnist_vae import params
+    from mnist_vae.io import params
 
     raw = raw_params()
     for key, value in (overrides or {}).items():
@@ -71,7 +71,7 @@ def params_with(overrides: dict | None = None):
 def mirror_env(**extra: str) -> dict:
     """The environment for DVC and stage subprocesses: the venv's tools first on PATH, the
     mirrors, offline."""
-    from mnist_vae.workspace import tool_env
+    from mnist_vae.study.workspace import tool_env
 
     return tool_env(**{"MNIST_MIRROR": _mirror("MNIST_MIRROR", "mnist"),
                        "FASHION_MNIST_MIRROR": _mirror("FASHION_MNIST_MIRROR", "fashion-mnist"), "MNIST_VAE_OFFLINE": "1",
@@ -128,7 +128,8 @@ def binary_images(n: int, seed: int = 0, density: float = 0.2) -> torch.Tensor:
 # --- the real pipeline on a fast profile, shared by the slow test modules ----------------------
 
 FAST = {
-    "train": {"epochs": 1, "train_limit": 1024, "test_limit": 500},
+    "data": {"train_limit": 1024, "test_limit": 500},
+    "train": {"epochs": 1},
     "tracking": {"every": 2},
     "evaluate": {"iwae_k": 20, "iwae_images": 100},
     "anomaly": {"noise_images": 500, "elbo_samples": 2},
@@ -167,11 +168,8 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="session")
-def repo(tmp_path_factory):
-    """A git repository holding this working tree with the fast profile, reproduced once per session.
-    Read only: tests that change anything take `work`."""
-    root = tmp_path_factory.mktemp("pipeline") / "repo"
+def _reproduce_fast_profile(root: Path) -> Path:
+    """A git repository at `root` holding this working tree with the fast profile, reproduced."""
     copy_worktree(REPO, root, commit=False)
     sh([sys.executable, "tools/plots_template.py"], root)  # as `make setup` does: the offline plots page
     set_params(root, FAST)
@@ -186,6 +184,29 @@ def repo(tmp_path_factory):
     git(root, "add", "-A")
     git(root, "commit", "-qm", "reproduced")
     return root
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory, worker_id):
+    """A git repository holding this working tree with the fast profile, reproduced once per
+    session. Read only: tests that change anything take `work`.
+
+    Under pytest-xdist the first worker that needs it reproduces it once, in the session's shared
+    temporary folder, while the others wait on a file lock; each worker then takes its own copy
+    (DVC's lock allows one command per repository at a time)."""
+    if worker_id == "master":  # no xdist
+        return _reproduce_fast_profile(tmp_path_factory.mktemp("pipeline") / "repo")
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent / "fast-profile"
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / "done").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            _reproduce_fast_profile(shared / "repo")
+            (shared / "done").write_text("")
+    mine = tmp_path_factory.mktemp("pipeline") / "repo"
+    shutil.copytree(shared / "repo", mine, symlinks=True)
+    return mine
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Experiments side by side in a terminal: the params that differ and each model's headline
-metrics (test loss, IWAE bound) where they differ, under short names (mnist_vae.compare).
+metrics (test loss, IWAE bound) where they differ, under short names (mnist_vae.study.compare).
 
     python tools/compare.py            # workspace, HEAD and its experiments (`make compare`)
     python tools/compare.py -A         # every commit's experiments (dvc exp show's -A)
@@ -13,8 +13,8 @@ import shutil
 import subprocess
 import sys
 
-from mnist_vae import compare
-from mnist_vae.workspace import dvc_exe, tool_env
+from mnist_vae.study import compare
+from mnist_vae.study.workspace import dvc_exe, tool_env
 
 
 def main() -> None:

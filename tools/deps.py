@@ -4,7 +4,7 @@ A stage's code deps are its script, every project module the script reaches thro
 (transitively, function-level imports included) and the package templates those modules name.
 This rewrites the code part of each stage's `deps:` list in dvc.yaml (data deps stay as they
 are, after the code), and docs/pipeline.md's table of what an edit to each module reruns.
-`--check` writes nothing and exits 1 naming each stage that differs (tests/test_dependencies.py).
+`--check` writes nothing and exits 1 naming each stage that differs (tests/repo/test_dependencies.py).
 
     python tools/deps.py            # rewrite dvc.yaml and the docs table
     python tools/deps.py --check    # what would change
@@ -170,12 +170,91 @@ def rewrite_docs(text: str, stages: dict[str, dict]) -> str:
     return head + docs_table(stages) + rest.split(TABLE_END, 1)[1]
 
 
+# --- the architecture picture (docs/pipeline.md) ------------------------------------------------
+
+
+DIAGRAM_START, DIAGRAM_END = "<!-- architecture: make deps writes it -->", "<!-- end of the architecture -->"
+
+
+def room_of(path: str) -> str | None:
+    """The package room a source file sits in (src/mnist_vae/<room>/...), None elsewhere."""
+    parts = path.split("/")
+    return parts[2] if len(parts) > 3 and parts[:2] == ["src", PACKAGE] else None
+
+
+def rooms() -> dict[str, list[str]]:
+    """room -> its modules, from the folders under src/mnist_vae."""
+    return {d.name: sorted(p.stem for p in d.glob("*.py") if p.name != "__init__.py")
+            for d in sorted(SRC.iterdir()) if (d / "__init__.py").exists()}
+
+
+def room_imports() -> set[tuple[str, str]]:
+    """(room, room it imports from), from every module's own imports."""
+    edges = set()
+    for room in rooms():
+        for module in (SRC / room).glob("*.py"):
+            for dep in imported_files(module):
+                other = room_of(dep.relative_to(REPO).as_posix())
+                if other and other != room:
+                    edges.add((room, other))
+    return edges
+
+
+def stage_flow(stages: dict[str, dict]) -> list[tuple[str, str]]:
+    """(stage, stage that reads its outputs), per-model stages by their foreach name, in
+    dvc.yaml's order."""
+    def paths(entries):
+        return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+    outs = {name: paths([*(s.get("outs") or []), *(s.get("metrics") or []), *(s.get("plots") or [])])
+            for name, s in stages.items()}
+    edges: list[tuple[str, str]] = []
+    for name, stage in stages.items():
+        for dep in stage.get("deps", []):
+            for producer, produced in outs.items():
+                if producer != name and any(dep == o or dep.startswith(o + "/") or o.startswith(dep + "/")
+                                            for o in produced):
+                    edge = (producer.split("@")[0], name.split("@")[0])
+                    if edge[0] != edge[1] and edge not in edges:
+                        edges.append(edge)
+    return edges
+
+
+def diagram(stages: dict[str, dict]) -> str:
+    """docs/pipeline.md's picture: the stages and how data flows between them, the package's
+    rooms and what each imports, and which rooms each stage's code comes from (every stage also
+    reads io)."""
+    names = list(dict.fromkeys(n.split("@")[0] for n in stages))
+    uses: dict[str, set[str]] = {}
+    for name, stage in stages.items():
+        uses.setdefault(name.split("@")[0], set()).update(
+            r for d in stage.get("deps", []) if (r := room_of(d)))
+    ident = {n: n.replace("-", "_") for n in names}
+    lines = ["```mermaid", "flowchart LR", '  subgraph stages["dvc.yaml: the stages (per model: stage@model)"]',
+             "    direction TB"]
+    lines += [f'    {ident[a]}["{a}"] --> {ident[b]}["{b}"]' for a, b in stage_flow(stages)]
+    lines += ["  end", '  subgraph package["src/mnist_vae: the rooms"]', "    direction TB"]
+    lines += [f'    room_{r}["{r}/<br/>{", ".join(mods)}"]' for r, mods in rooms().items()]
+    lines += [f"    room_{a} --> room_{b}" for a, b in sorted(room_imports())]
+    lines += ["  end"]
+    lines += [f"  {ident[n]} -.-> room_{r}" for n in names for r in sorted(uses.get(n, ())) if r != "io"]
+    lines += ["```"]
+    return "\n".join([DIAGRAM_START, *lines, DIAGRAM_END])
+
+
+def rewrite_diagram(text: str, stages: dict[str, dict]) -> str:
+    if DIAGRAM_START not in text or DIAGRAM_END not in text:
+        raise SystemExit(f"deps: docs/pipeline.md lacks the markers {DIAGRAM_START} ... {DIAGRAM_END}")
+    head, rest = text.split(DIAGRAM_START, 1)
+    return head + diagram(stages) + rest.split(DIAGRAM_END, 1)[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything would change")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from mnist_vae import pipeline, yamlfile
+    from mnist_vae.io import pipeline, yamlfile
 
     dvc_yaml, docs = REPO / "dvc.yaml", REPO / "docs/pipeline.md"
     text, changes = rewrite(dvc_yaml.read_text())
@@ -183,16 +262,16 @@ def main() -> None:
     if not args.check and stale:
         dvc_yaml.write_text(text)
     stages = pipeline.resolve(yamlfile.loads(text), yamlfile.loads((REPO / "params.yaml").read_text()))
-    doc_text = rewrite_docs(docs.read_text(), stages)
+    doc_text = rewrite_diagram(rewrite_docs(docs.read_text(), stages), stages)
     docs_stale = doc_text != docs.read_text()
     if not args.check and docs_stale:
         docs.write_text(doc_text)
     for name, change in changes.items():
         print(f"{name}: " + "; ".join(f"{k} {', '.join(v)}" for k, v in change.items() if v))
     if docs_stale:
-        print("docs/pipeline.md: the rerun table " + ("differs" if args.check else "rewritten"))
+        print("docs/pipeline.md: the rerun table or the architecture picture " + ("differs" if args.check else "rewritten"))
     if args.check and (stale or docs_stale):
-        sys.exit("deps: dvc.yaml's code deps or docs/pipeline.md's rerun table differ from the imports: "
+        sys.exit("deps: dvc.yaml's code deps or docs/pipeline.md's rerun table or picture differ from the imports: "
                  "run `make deps`")
     if not (stale or docs_stale):
         print("deps: dvc.yaml and docs/pipeline.md already match the imports")

@@ -1,7 +1,7 @@
 """Derive tolerances.yaml from the spread study (make tolerances).
 
 Each measured metric's tolerance is k times the measured spread of the difference of two runs
-(see mnist_vae.spread.derive_tolerances), with a floor; run descriptions are compared exactly,
+(see mnist_vae.study.spread.derive_tolerances), with a floor; run descriptions are compared exactly,
 timings ignored, and metrics whose tolerance is too wide to catch anything useful are reported
 but not gated. k comes from a stated false-alarm rate per metric under the measured spread
 (Student's t with n - 1 degrees of freedom, n the study's seeds), not from the shifts it must
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from mnist_vae import gate, params, spread
+from mnist_vae.study import gate, spread
+from mnist_vae.io import layout, params
 
 FASHION_TEST_IMAGES = 10_000  # the Fashion-MNIST test set, all of it (anomaly-kl-stats)
 
@@ -50,8 +51,8 @@ def rate_trials(metrics: dict) -> dict[str, int]:
     """Each rate's number of images (metric -> n): the outlier set it detects, or the MNIST test
     set it thresholds."""
     p = params.load()
-    sizes = {"noise": p.anomaly.noise_images, "fashion": FASHION_TEST_IMAGES,
-             "test": p.train.test_limit or 10_000}
+    sizes = {layout.NOISE: p.anomaly.noise_images, layout.FASHION: FASHION_TEST_IMAGES,
+             "test": p.data.test_limit or 10_000}
     out = {}
     for name in metrics:
         if gate.domain(name) != (0.0, 1.0):

@@ -31,7 +31,7 @@ PAGE = """<!DOCTYPE html>
 __BUNDLE__
     </script>
     <script>
-        // Draw SVG (crisp, and its marks can be counted by tests/test_browser.py); keep each
+        // Draw SVG (crisp, and its marks can be counted by tests/e2e/test_browser.py); keep each
         // plot's promise in window.plotsDrawn so a test can wait for every plot to finish.
         window.plotsDrawn = [];
         const vegaEmbedInline = window.vegaEmbed;

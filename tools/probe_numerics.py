@@ -30,11 +30,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mnist_vae import layout, numerics  # noqa: E402
+from mnist_vae.io import layout  # noqa: E402
+from mnist_vae.core import numerics
 
 # small enough that a stage under emulation (20-40x slower) takes seconds beyond torch's import
 PROFILE = {
-    "train": {"epochs": 1, "train_limit": 512, "test_limit": 200},
+    "data": {"train_limit": 512, "test_limit": 200},
+    "train": {"epochs": 1},
     "tracking": {"every": 4},
     "evaluate": {"iwae_k": 20, "iwae_images": 50, "iwae_chunk": 10},
 }
@@ -97,12 +99,13 @@ def finish(proc: subprocess.Popen, ws: Path, what: str, model: str) -> dict[str,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="vae20d")
+    ap.add_argument("--model", help="the model to train (default: the first under `models` in params.yaml)")
     ap.add_argument("--data", default="data/binarized/mnist.npz", type=Path)
     ap.add_argument("--cpus", nargs="+", default=list(CPUS), help="qemu CPU models (qemu-x86_64 -cpu help)")
     ap.add_argument("--json", type=Path, help="also write the hashes here")
     ap.add_argument("--parallel", type=int, default=2, help="runs at a time")
     args = ap.parse_args()
+    args.model = args.model or next(iter(yaml.safe_load(Path("params.yaml").read_text())["models"]))
     if not numerics.is_x86_64():
         sys.exit("probe: needs an x86-64 machine (qemu-x86_64 emulates x86-64 CPUs)")
     if shutil.which("qemu-x86_64") is None:

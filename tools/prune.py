@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from mnist_vae import artifacts, layout, pipeline, yamlfile
+from mnist_vae.io import artifacts, layout, pipeline, yamlfile
 
 
 def stale_stages(lock: dict, live: set[str]) -> list[str]:

@@ -24,8 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_vae import gate, layout, params
-from mnist_vae.workspace import dvc_exe, git_show
+from mnist_vae.study import gate
+from mnist_vae.io import layout, params
+from mnist_vae.study.workspace import dvc_exe, git_show
 
 DVC = dvc_exe()
 
@@ -76,8 +77,7 @@ def main() -> None:
         if "Running stage" in out:
             sys.exit(f"repro-check: FAILED: the second `dvc repro` ran stages:\n{out}")
     out, _ = step("metrics diff", [DVC, "metrics", "diff", "--all", "--json", args.rev], capture=True)
-    # a --rev from before the metrics moved to reports/models/<model>/ pairs under the new paths
-    diff = gate.across_the_move(json.loads(out or "{}"))
+    diff = json.loads(out or "{}")
     exact = "" if args.statistical else gate.exact_mode(machines(None), machines(args.rev))
     if exact:
         print(f"exact mode: {exact}")

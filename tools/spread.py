@@ -42,6 +42,7 @@ cores thrash. The experiments stay as local git refs (refs/exps, `dvc exp show` 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -50,11 +51,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 
-from mnist_vae import artifacts, layout, spread
-from mnist_vae import reference as ref_module
-from mnist_vae.params import load as load_params
-from mnist_vae.workspace import dvc_exe, git_show, tool_env
+
+from mnist_vae.io import artifacts, layout
+from mnist_vae.study import spread
+from mnist_vae.study import reference as ref_module
+from mnist_vae.core import machine
+from mnist_vae.io.params import load as load_params
+from mnist_vae.study.workspace import dvc_exe, git_show, tool_env
 
 DVC = dvc_exe()
 OUT = Path("reports/spread")
@@ -149,8 +154,8 @@ def run_one(name: str, seeds: list[int], as_name: str | None, push: str | None, 
     # temporary workspace (--temp), so that the user's workspace stays as it was
     dvc("exp", "run", "--temp", "-n", final, "--force", "--downstream", "train", *set_args(exp),
         env=tool_env(**dict(exp.env)))
-    machine = run_machine(exp_ref(final))
-    print(f"{final}: ran in {time.perf_counter() - t0:.0f} s on {machine_label(machine)}")
+    record = run_machine(exp_ref(final))
+    print(f"{final}: ran in {time.perf_counter() - t0:.0f} s on {machine.label(record)}")
     if push:
         dvc("exp", "push", push, final, *([] if outputs else ["--no-cache"]))
         print(f"{final}: pushed to {push}" + (" and the DVC remote" if outputs else " (git ref only)"))
@@ -203,19 +208,22 @@ def experiments() -> list[dict]:
 
 
 def committed_metrics(rev: str) -> dict:
-    """The metrics committed at `rev`, under today's paths: commits from before the move to
-    reports/models/<model>/ kept them in reports/metrics/ (layout.legacy_metrics_path)."""
+    """The metrics committed at `rev` (every model's metrics files)."""
     files = {}
-    listing = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "reports/metrics/", layout.MODELS_REPORTS],
+    listing = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, layout.MODELS_REPORTS],
                              capture_output=True, text=True, check=True).stdout.split()
     for path in listing:
-        if not path.startswith("reports/metrics/") and path.rsplit("/", 1)[-1] not in layout.METRICS_FILES:
-            continue  # a model folder's tables, summaries and timings are not metrics
-        files[layout.legacy_metrics_path(path)] = json.loads(git_show(rev, path))
+        if path.rsplit("/", 1)[-1] in layout.METRICS_FILES:  # not the tables, summaries and timings
+            files[path] = json.loads(git_show(rev, path))
     return spread.flat_metrics(files)
 
 
-MACHINE_RECORD = layout.timings("vae20d", "train")  # every run trains vae20d; its timings name the machine
+def machine_record(rev: str) -> str | None:
+    """The machine record's path at `rev`: the train timings of the first model of that commit's
+    params.yaml (every run trains every model on the same machine)."""
+    text = git_show(rev, "params.yaml")
+    models = list((yaml.safe_load(text) or {}).get("models") or {}) if text else []
+    return layout.timings(models[0], "train") if models else None
 
 
 def exp_ref(name: str) -> str:
@@ -230,7 +238,8 @@ def exp_ref(name: str) -> str:
 
 def run_machine(rev: str) -> dict | None:
     """The machine an experiment's commit ran on, from its timings-train.json."""
-    text = git_show(rev, MACHINE_RECORD)
+    path = machine_record(rev)
+    text = git_show(rev, path) if path else None
     return json.loads(text).get("machine") if text else None
 
 
@@ -255,13 +264,6 @@ def collect(other: list[str], seeds: list[int]) -> dict:
     return doc
 
 
-def machine_label(info: dict | None) -> str:
-    if not info:
-        return "not recorded"
-    threads = f"{info['threads']} thread{'' if info['threads'] == 1 else 's'}"
-    return f"{info['cpu']}, {info['cores']} cores, torch {info['torch']} on {threads}, {info.get('gpu') or info['device']}"
-
-
 def study_summary(exps: dict[str, dict], other: list[str], seeds_planned: list[int]) -> dict:
     """The summary document from the study's experiments ({name: {metrics, rev}}), wherever
     they ran: the one-machine path and the collector both end here."""
@@ -272,7 +274,7 @@ def study_summary(exps: dict[str, dict], other: list[str], seeds_planned: list[i
     described = {e.name: e.what for e in plan(seeds_planned)}
     variant_runs, variant_text, machines = {}, {}, {}
     for n, e in sorted(exps.items()):
-        machines[n[len(PREFIX):]] = machine_label(run_machine(e["rev"]) if e.get("rev") else None)
+        machines[n[len(PREFIX):]] = machine.label(run_machine(e["rev"]) if e.get("rev") else None)
         if n == f"{PREFIX}default" or n in seeds:
             continue
         label = n[len(PREFIX):]
@@ -305,12 +307,20 @@ REGRESSIONS = {
     "power-epochs-9": (["train.epochs=9"], None),
     "power-lr-0.0005": (["train.lr=0.0005"], None),
     "power-threshold-0.45": (["data.threshold=0.45"], None),
-    "power-kl-0.9": (["train.step=autograd"], ("src/mnist_vae/objective.py", "kl = kl_divergence(mu, logvar).sum()",
+    "power-kl-0.9": (["train.step=autograd"], ("src/mnist_vae/core/objective.py", "kl = kl_divergence(mu, logvar).sum()",
                                                 "kl = 0.9 * kl_divergence(mu, logvar).sum()")),
 }
-# Shifts added to the default run's metrics that the gate must catch (issue: 1 nat / 3 nats).
-T20, T2 = layout.train_metrics("vae20d") + ":test_loss", layout.train_metrics("vae2d") + ":test_loss"
-SHIFTS = {T20: 1.0, T2: 3.0}
+@functools.cache
+def headline() -> tuple[str, str]:
+    """The test losses of the models bound to the reference's 20-d and 2-d setups (reference.yaml)."""
+    return tuple(layout.train_metrics(ref_module.setup_model(s)) + ":test_loss" for s in ("notebook-20d", "notebook-2d"))
+
+
+def shifts() -> dict[str, float]:
+    """Shifts added to the default run's metrics that the gate must catch: 1 nat on the 20-d
+    test loss, 3 nats on the 2-d one."""
+    t20, t2 = headline()
+    return {t20: 1.0, t2: 3.0}
 
 
 def queue_power() -> None:
@@ -340,7 +350,7 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
     case's metrics are stored, so that a new tolerances.yaml re-judges them without a rerun; a
     case whose metrics an earlier power.json did not store keeps its verdict, marked as made
     under earlier tolerances."""
-    from mnist_vae import gate
+    from mnist_vae.study import gate
 
     rules = gate.load_rules(tolerances)
     base = json.loads((OUT / "summary.json").read_text())["runs"]["default"]
@@ -369,7 +379,8 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
         lines.append(f"| {name} | {caught} | {r['failing_metrics']} | "
                      f"{r['test_loss_20d']:.2f} | {r['test_loss_2d']:.2f} | "
                      + (f"`{top['metric']}` {top['drift_in_sigma']:.1f}" if top else "-") + " |")
-    lines.insert(0, f"Default run: 20-d test loss {base[T20]:.2f}, 2-d {base[T2]:.2f}; tolerances from {tolerances} "
+    t20, t2 = headline()
+    lines.insert(0, f"Default run: 20-d test loss {base[t20]:.2f}, 2-d {base[t2]:.2f}; tolerances from {tolerances} "
                     "(statistical mode; a portable rerun on x86-64 is held exactly and fails on any change).\n")
     noise = noise_table(rules)
     results["under_machine_noise"] = noise["rows"]
@@ -382,7 +393,7 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
 def shifted_cases(base: dict) -> dict:
     """The default run's metrics with each required shift added: {label: metrics}."""
     out = {}
-    for metric, shift in SHIFTS.items():
+    for metric, shift in shifts().items():
         shifted = dict(base)
         shifted[metric] = base[metric] + shift
         out[f"{metric.removeprefix(layout.MODELS_REPORTS + '/')} + {shift:g}"] = shifted
@@ -393,7 +404,7 @@ def noise_table(rules: list) -> dict:
     """The deliberate shifts judged under the study's measured same-seed noise (spread.power_under_noise)."""
     doc = json.loads((OUT / "summary.json").read_text())
     k = artifacts.read_yaml("tolerances.yaml")["study"]["k"]
-    rows = noise_rows(doc["metrics"], SHIFTS, rules, k)
+    rows = noise_rows(doc["metrics"], shifts(), rules, k)
     variants = ", ".join(doc["study"]["variants"])
     md = [f"The same shifts when the rerun also carries fast mode's same-seed noise: sigma_same is the root mean "
           f"square of the same-seed variants' differences from the default run ({variants}; a variant equal to it to "
@@ -423,7 +434,7 @@ def judge_case(base: dict[str, Any], metrics: dict[str, Any], rules: list[dict[s
     """One deliberate regression (its flat metrics) judged by the gate in statistical mode against
     the default run `base`: caught, how many metrics fail, the three largest gated drifts, the two
     test losses, and the metrics themselves (so a later tolerances file can judge them again)."""
-    from mnist_vae import gate
+    from mnist_vae.study import gate
 
     rows = gate.compare(gate.diff_of(base, metrics), rules)
     bad = gate.failures(rows)
@@ -431,13 +442,13 @@ def judge_case(base: dict[str, Any], metrics: dict[str, Any], rules: list[dict[s
     return {"ran": True, "caught": bool(bad), "failing_metrics": len(bad),
             "largest_drifts": [{"metric": r.metric, "committed": r.committed, "new": r.new,
                                 "drift_in_sigma": r.in_spread} for r in worst],
-            "test_loss_20d": metrics.get(T20), "test_loss_2d": metrics.get(T2), "metrics": metrics}
+            "test_loss_20d": metrics.get(headline()[0]), "test_loss_2d": metrics.get(headline()[1]), "metrics": metrics}
 
 
 def noise_rows(summary: dict[str, dict[str, Any]], shifts: dict[str, float], rules: list[dict[str, Any]],
                k: float) -> list[dict[str, Any]]:
     """:func:`power_under_noise` for each required shift, at its rule's tolerance."""
-    from mnist_vae import gate
+    from mnist_vae.study import gate
 
     return [spread.power_under_noise(metric, shift, summary[metric], gate.rule_for(metric, rules)["abs"], k)
             for metric, shift in shifts.items()]

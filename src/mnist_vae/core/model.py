@@ -1,0 +1,104 @@
+"""The Bernoulli VAE: an MLP encoder to a diagonal Gaussian q(z|x), an MLP decoder to logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import numerics
+from ..io.artifacts import read_torch, restore_hint
+from ..io.errors import DataError
+
+IMAGE_PIXELS = 784
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose product is :func:`mnist_vae.core.numerics.linear`: oneDNN's in portable mode
+    (the same bits on every x86-64 CPU), F.linear's otherwise. Same parameters and init."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return numerics.linear(x, self.weight, self.bias)
+
+
+def _mlp(sizes: list[int]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [Linear(fan_in, fan_out), nn.ReLU()]
+    return layers
+
+
+class VAE(nn.Module):
+    """Encoder: Linear+ReLU per hidden size, then one fused Linear head giving [mu, logvar].
+
+    The fused head is the reference's two Linear heads side by side (same parameters, same
+    initialisation distribution: nn.Linear's init depends only on fan-in) in one matmul.
+    The decoder mirrors the hidden sizes and ends in a Linear to 784 logits; apply a sigmoid
+    (``decode``) where Bernoulli probabilities are needed.
+    """
+
+    def __init__(self, latent_dim: int, encoder_hidden: list[int], decoder_hidden: list[int] | None = None,
+                 input_dim: int = IMAGE_PIXELS):
+        super().__init__()
+        decoder_hidden = list(reversed(encoder_hidden)) if decoder_hidden is None else list(decoder_hidden)
+        self.config = {
+            "latent_dim": latent_dim,
+            "encoder_hidden": list(encoder_hidden),
+            "decoder_hidden": decoder_hidden,
+            "input_dim": input_dim,
+        }
+        self.latent_dim = latent_dim
+        self.encoder = nn.Sequential(*_mlp([input_dim, *encoder_hidden]))
+        self.head = Linear(([input_dim, *encoder_hidden])[-1], 2 * latent_dim)
+        self.decoder = nn.Sequential(*_mlp([latent_dim, *decoder_hidden]),
+                                     Linear(([latent_dim, *decoder_hidden])[-1], input_dim))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.head(self.encoder(x)).chunk(2, dim=-1)
+        return mu, logvar
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Bernoulli probabilities of the 784 pixels."""
+        return torch.sigmoid(self.decoder(z))
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(decoder logits, mu, logvar) for one z sample per image, z = mu + sigma * eps."""
+        mu, logvar = self.encode(x)
+        return self.decode_logits(self.reparameterize(mu, logvar, eps)), mu, logvar
+
+
+def build(arch: Any) -> VAE:
+    """A VAE from a `models` params entry."""
+    return VAE(arch.latent_dim, list(arch.encoder_hidden), arch.decoder_sizes)
+
+
+def checkpoint(model: VAE, **extra: Any) -> dict[str, Any]:
+    """What is saved: the config needed to rebuild the model and its weights."""
+    return {"config": dict(model.config), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            **extra}
+
+
+def load_checkpoint(path, device: str | torch.device = "cpu") -> VAE:
+    """A model saved by :func:`checkpoint`; DataError naming the file when it is missing,
+    unreadable, or not a checkpoint of this model."""
+    ckpt = read_torch(path, device)
+    try:
+        cfg = ckpt["config"]
+        model = VAE(cfg["latent_dim"], cfg["encoder_hidden"], cfg["decoder_hidden"], cfg["input_dim"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise DataError(f"{path}: not a checkpoint of this project's VAE ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:120]}); {restore_hint(path)}") from None
+    bad = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
+    if bad:
+        raise DataError(f"{path}: weights {', '.join(bad[:3])} hold NaN or infinity (the run diverged); "
+                        f"{restore_hint(path)}")
+    return model.to(device).eval()

@@ -1,0 +1,273 @@
+"""Reading and writing every artifact.
+
+Writing is atomic: a temp file in the target's folder, then a rename, so an interrupted or
+failed stage leaves either the previous file or none, never a half-written one that looks
+valid. Temp files start with '.' and end in '.tmp' and are removed on failure.
+
+Reading goes through :func:`read_npz` and :func:`read_torch`: a missing, truncated or
+unexpected file raises DataError naming the file and the command that restores it (the stage
+that writes it is looked up in dvc.yaml), never a traceback from inside numpy or torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import yaml
+
+from . import yamlfile
+from .errors import DataError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success rename it onto `path`, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the final file normal permissions
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def non_finite(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every NaN or infinite float in a JSON-like object."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [(prefix or "(the value)", obj)]
+    if isinstance(obj, dict):
+        return [kv for key, v in obj.items() for kv in non_finite(v, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(obj, (list, tuple)):
+        return [kv for i, v in enumerate(obj) for kv in non_finite(v, f"{prefix}[{i}]")]
+    return []
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Valid JSON only: a NaN or infinity is an error naming the key, never a bare token."""
+    bad = non_finite(obj)
+    if bad:
+        raise DataError(f"{path}: refusing to write non-finite {', '.join(key for key, _ in bad[:5])} = "
+                        f"{bad[0][1]}; nothing was written")
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
+
+
+def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Compressed .npz (readable by np.load), written atomically and byte-reproducibly.
+
+    np.savez_compressed stamps each member with the current time, so the same arrays give a
+    different file (and a different DVC hash) on every run; this writes the same format with a
+    fixed timestamp.
+    """
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, array in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with zf.open(info, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
+
+
+def write_csv(path: str | Path, frame) -> None:
+    """A pandas DataFrame as CSV, written atomically."""
+    write_bytes(path, frame.to_csv(index=False, float_format="%.6g").encode())
+
+
+def write_torch(path: str | Path, obj: Any) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def write_png(path: str | Path, image: np.ndarray) -> None:
+    """A 2-d uint8 (gray) or H x W x 3 uint8 array as PNG, encoded by Pillow (torchvision's
+    encoder does the same, but importing torchvision slows every figure stage's start-up)."""
+    from PIL import Image
+
+    arr = np.ascontiguousarray(image)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"write_png needs uint8 pixels, got {arr.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
+
+
+def write_figure(path: str | Path, fig, **kwargs) -> None:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip("."), **kwargs)
+    plt.close(fig)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def producing_stage(path: str | Path, dvc_yaml: str | Path = "dvc.yaml") -> str | None:
+    """The resolved dvc.yaml stage that writes `path` (an out, or a file inside an out directory)."""
+    from . import pipeline
+
+    try:
+        stages = pipeline.stages(dvc_yaml, Path(dvc_yaml).with_name("params.yaml"))
+    except (OSError, yaml.YAMLError, pipeline.TemplateError):
+        return None
+    target = Path(path).as_posix()
+    for name, stage in stages.items():
+        for group in ("outs", "metrics", "plots"):
+            for out in stage.get(group) or []:
+                out = next(iter(out)) if isinstance(out, dict) else out
+                if target == out or target.startswith(out.rstrip("/") + "/"):
+                    return name
+    return None
+
+
+def _git_tracks(path: str | Path) -> bool | None:
+    """Whether git tracks the file (None: not in a git work tree, or no git)."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["git", "ls-files", "--error-unmatch", "--", str(path)], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode == 0:
+        return True
+    return None if b"not a git repository" in proc.stderr else False
+
+
+def _model_of(path: str | Path) -> str | None:
+    """The model a per-model artifact belongs to (mnist_vae.io.layout), if it is one."""
+    import re
+
+    from . import layout
+
+    target = Path(path).as_posix()
+    for pattern in (r"models/([^/]+)\.pt", r"data/(?:tracking|evaluation|anomaly)/([^/]+)\.npz",
+                    re.escape(layout.MODELS_REPORTS) + r"/([^/]+)/.+", re.escape(layout.IMAGES) + r"/([^/]+)/.+"):
+        match = re.fullmatch(pattern, target)
+        if match:
+            return match.group(1)
+    return None
+
+
+def restore_hint(path: str | Path) -> str:
+    """The command that gives the file back: DVC for a stage's output, git for a file git keeps;
+    for a file neither makes, what would have to change for a stage to write it."""
+    stage = producing_stage(path)
+    if stage is not None:
+        return f"restore it with `dvc checkout {path}` (from DVC's cache) or rebuild it with `dvc repro -f -s {stage}`"
+    if _git_tracks(path) is not False:  # a file kept in git (reference.yaml, the spread study)
+        return f"restore it with `git checkout -- {path}`"
+    model = _model_of(path)
+    if model is not None:
+        return (f"no stage writes it and git does not track it: '{model}' is not a model under `models` in "
+                f"params.yaml (an entry `models.{model}` makes dvc.yaml's train@{model} and the stages after it)")
+    return "no stage in dvc.yaml writes it and git does not track it: check the path"
+
+
+def read_npz(path: str | Path, required: tuple[str, ...] | list[str] = ()) -> dict[str, np.ndarray]:
+    """Every array of an .npz artifact; DataError naming the file when it is missing, not a
+    readable .npz, holds pickled objects, or lacks one of the `required` arrays."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found; {restore_hint(path)}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in required if k not in npz.files]
+            if missing:
+                raise DataError(f"{path}: has no array {missing[0]!r} (it has {', '.join(npz.files) or 'none'}); "
+                                f"{restore_hint(path)}")
+            arrays = {k: npz[k] for k in npz.files}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        reason = "holds pickled objects" if "allow_pickle" in str(exc) else f"{type(exc).__name__}"
+        raise DataError(f"{path}: not a readable .npz file ({reason}: truncated or replaced?); "
+                        f"{restore_hint(path)}") from None
+    for name, array in arrays.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            raise DataError(f"{path}: array {name!r} holds {int((~np.isfinite(array)).sum())} non-finite values "
+                            f"(NaN or infinity: a run that diverged?); {restore_hint(path)}")
+    return arrays
+
+
+def read_text(path: str | Path) -> str:
+    """A text artifact; DataError naming the file when it is missing or not UTF-8."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found; {restore_hint(path)}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not readable text ({type(exc).__name__}); {restore_hint(path)}") from None
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); {restore_hint(path)}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    try:
+        return yamlfile.loads(read_text(path))
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); {restore_hint(path)}") from None
+
+
+def read_csv(path: str | Path, required: tuple[str, ...] | list[str] = ()):
+    """A CSV artifact as a pandas DataFrame; DataError naming the file when it is missing,
+    unparsable or lacks one of the `required` columns."""
+    import pandas as pd
+
+    text = read_text(path)
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({type(exc).__name__}); {restore_hint(path)}") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: has no column {missing[0]!r} (it has {', '.join(map(str, frame.columns))}); "
+                        f"{restore_hint(path)}")
+    return frame
+
+
+def read_torch(path: str | Path, device: Any = "cpu") -> Any:
+    """A torch.save'd artifact (weights only); DataError naming the file when it is missing or
+    unreadable."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found; {restore_hint(path)}")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: not a readable checkpoint ({first}: truncated or replaced?); "
+                        f"{restore_hint(path)}") from None

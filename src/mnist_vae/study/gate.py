@@ -1,0 +1,329 @@
+"""The reproduction gate's comparison: reproduced metrics against the committed ones, each
+within the tolerance that tolerances.yaml declares for it.
+
+A rule is a mapping with `match` (an fnmatch pattern over "<metrics file>:<dotted key>") and
+one of:
+  ignore: true            not compared (timings, the device name)
+  exact: true             must be equal (run descriptions: epochs, iwae_k, the model name)
+  abs: X                  |new - committed| <= X
+  rel: X                  |new - committed| <= X * |committed|
+  report: true            shown, never failing: a metric the spread study has not measured yet
+and optionally `sigma_diff` (the measured spread of the difference of two runs, which the
+table uses to show each drift in units of it) and `gated: false` with its `why` (shown, and
+failing only beyond the sanity bound), or `why` alone (how a gated tolerance was derived).
+The first rule that matches wins; a metric no rule matches must be equal.
+
+Whatever its rule, a metric fails when it vanishes or appears, changes type, is not finite, or
+takes a value the metric cannot have (a negative loss or KL, a rate outside [0, 1], a percentile
+outside [0, 100]); a row that is not gated still fails beyond its sanity bound.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..io import yamlfile
+from ..io.errors import MnistVaeError
+
+KINDS = ("ignore", "exact", "abs", "rel", "report")
+OPTIONAL = ("sigma_diff", "gated", "why")
+
+
+# A row the gate does not gate (too noisy, or not measured by the study yet) still fails when it
+# moves beyond its sanity bound: half its committed value (a collapse to zero or a doubling always
+# fails), capped at 10 sigma_diff where a spread was measured, and never tighter than 3 sigma_diff
+# (a move the study's runs make now and then). A diverged run (a loss of 1e11) never reads "ok".
+SANITY_SIGMA = 10.0
+SANITY_FLOOR_SIGMA = 3.0
+SANITY_REL = 0.5
+
+# What a metric can be, by its key (the part after "<file>:"), first match wins: outside it the
+# value is impossible whatever the tolerance.
+DOMAINS = (
+    ("*percentile", 0.0, 100.0),
+    ("*auroc", 0.0, 1.0), ("*detection_rate", 0.0, 1.0), ("*above_threshold", 0.0, 1.0),
+    ("*z_score", -math.inf, math.inf), ("*iwae_gap", -math.inf, math.inf),
+    ("*loss", 0.0, math.inf), ("*bce", 0.0, math.inf), ("*nll", 0.0, math.inf), ("*kl*", 0.0, math.inf),
+    ("*neg_elbo*", 0.0, math.inf), ("*std", 0.0, math.inf), ("*active_units", 0.0, math.inf),
+)
+
+
+def domain(metric: str) -> tuple[float, float]:
+    """The values a metric ("<file>:<key>") can take: (low, high), unbounded when no entry matches."""
+    key = metric.split(":", 1)[-1]
+    for pattern, low, high in DOMAINS:
+        if fnmatch.fnmatchcase(key, pattern):
+            return low, high
+    return -math.inf, math.inf
+
+
+def sanity_bound(committed: float, sigma: float | None) -> float:
+    """How far a metric that is not gated may move before it fails anyway."""
+    half = SANITY_REL * abs(committed)
+    if not sigma:
+        return half
+    return max(SANITY_FLOOR_SIGMA * sigma, min(SANITY_SIGMA * sigma, half))
+
+
+class RuleError(MnistVaeError, ValueError):
+    """A malformed tolerances file; the message names the file, the rule and the bad key."""
+
+
+@dataclass
+class Row:
+    metric: str
+    committed: Any
+    new: Any
+    tolerance: str
+    ok: bool
+    gated: bool = True
+    in_spread: float | None = None  # |new - committed| / sigma_diff
+    problem: str = ""  # why the row fails whatever its rule: "not finite", "not a number", "beyond sanity"
+
+
+def check_rule(rule: Any, where: str = "tolerances") -> dict[str, Any]:
+    if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
+        raise RuleError(f"{where}: rule {rule!r} needs a string `match`")
+    unknown = sorted(set(rule) - {"match", *KINDS, *OPTIONAL})
+    if unknown:
+        raise RuleError(f"{where}: rule for {rule['match']!r}: unknown key {unknown[0]!r} (a rule has `match`, one "
+                        f"of {', '.join(KINDS)}, and optionally {', '.join(OPTIONAL)})")
+    kinds = [k for k in KINDS if k in rule]
+    if len(kinds) != 1:
+        raise RuleError(f"{where}: rule for {rule['match']!r} needs exactly one of {', '.join(KINDS)}, has "
+                        f"{', '.join(kinds) or 'none'}")
+    for key, ok, want in (("gated", lambda v: isinstance(v, bool), "true or false"),
+                          ("why", lambda v: isinstance(v, str) and v.strip(), "a non-empty string"),
+                          ("sigma_diff", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and math.isfinite(v) and v >= 0, "a finite number >= 0")):
+        if key in rule and not ok(rule[key]):
+            raise RuleError(f"{where}: rule for {rule['match']!r}: `{key}` must be {want}, got {rule[key]!r}")
+    if rule.get("gated") is False and "why" not in rule:
+        raise RuleError(f"{where}: rule for {rule['match']!r}: `gated: false` needs its `why`")
+    value = rule[kinds[0]]
+    if kinds[0] in ("ignore", "exact", "report"):
+        if value is not True:
+            raise RuleError(f"{where}: rule for {rule['match']!r}: `{kinds[0]}` must be true")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise RuleError(f"{where}: rule for {rule['match']!r}: `{kinds[0]}` must be a finite number >= 0, got {value!r}")
+    return rule
+
+
+def load_rules(path: str | Path = "tolerances.yaml") -> list[dict[str, Any]]:
+    try:
+        doc = yamlfile.loads(Path(path).read_text())
+    except OSError as exc:
+        raise RuleError(f"{path}: cannot read the tolerances ({exc.strerror}); restore it with "
+                        f"`git checkout -- {path}` or regenerate it with `make tolerances`") from None
+    except yaml.YAMLError as exc:
+        raise RuleError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); restore it with "
+                        f"`git checkout -- {path}` or regenerate it with `make tolerances`") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
+        raise RuleError(f"{path}: needs a `rules` list")
+    return [check_rule(rule, f"{path}: rules[{i}]") for i, rule in enumerate(doc["rules"])]
+
+
+def rule_for(metric: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    for rule in rules:
+        if fnmatch.fnmatchcase(metric, rule["match"]):
+            return rule
+    return {"match": None, "exact": True}  # no rule: must match exactly
+
+
+def within(committed: Any, new: Any, rule: dict[str, Any]) -> bool:
+    if committed is None or new is None:
+        return False  # a metric appeared or disappeared
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (committed, new))
+    if not numbers:  # strings, booleans: equal values of one type (True == 1 in Python)
+        return type(committed) is type(new) and committed == new
+    if rule.get("exact"):
+        return committed == new
+    diff = abs(new - committed)
+    if not math.isfinite(diff):
+        return False
+    if "abs" in rule:
+        return diff <= rule["abs"] * (1 + 1e-12)
+    return diff <= rule["rel"] * abs(committed) * (1 + 1e-12)
+
+
+def describe(rule: dict[str, Any]) -> str:
+    if rule.get("exact"):
+        return "exact"
+    if rule.get("report"):
+        return "not measured"
+    return f"abs {rule['abs']:g}" if "abs" in rule else f"rel {rule['rel']:.0%}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def problem_of(committed: Any, new: Any, rule: dict[str, Any], metric: str = "") -> str:
+    """Why a metric fails whatever its rule says (gated or not, measured or not), or "": it
+    vanished or appeared, is not finite, changed type, holds a value the metric cannot have, or,
+    not gated, moved beyond its sanity bound."""
+    if committed is None and new is not None:
+        return "appeared (not in the committed run)"
+    if committed is not None and new is None:
+        return "vanished (not in the new run)"
+    for value in (committed, new):
+        if isinstance(value, float) and not math.isfinite(value):
+            return "not finite"
+        if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+            return "not finite"
+    if type(committed) is not type(new):  # an int that became a float is another writer too
+        return f"changed type ({type(committed).__name__} -> {type(new).__name__})"
+    if _is_number(new) and metric:
+        low, high = domain(metric)
+        if not low <= new <= high:
+            return f"impossible value (must be in [{low:g}, {high:g}])"
+    if _is_number(committed) and _is_number(new) and (rule.get("report") or rule.get("gated") is False):
+        sigma = rule.get("sigma_diff")
+        bound = sanity_bound(committed, sigma)
+        if abs(new - committed) > bound * (1 + 1e-12):
+            return f"beyond sanity (moved {abs(new - committed):.4g}, bound {bound:.4g})"
+    return ""
+
+
+def compare(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[str, Any]]) -> list[Row]:
+    """Rows for every compared metric of a `dvc metrics diff --all --json` result."""
+    rows = []
+    for path, metrics in sorted(diff.items()):
+        for key, values in sorted(metrics.items()):
+            name = f"{path}:{key}"
+            rule = rule_for(name, rules)
+            if rule.get("ignore"):
+                continue
+            old, new = values.get("old"), values.get("new")
+            in_spread = None
+            if rule.get("sigma_diff") and _is_number(old) and _is_number(new) and math.isfinite(new - old):
+                in_spread = abs(new - old) / rule["sigma_diff"]
+            problem = problem_of(old, new, rule, name)
+            if rule.get("report"):
+                rows.append(Row(name, old, new, describe(rule), not problem, False, in_spread, problem))
+                continue
+            ok = within(old, new, rule) and not problem
+            rows.append(Row(name, old, new, describe(rule), ok, rule.get("gated", True), in_spread, problem))
+    return rows
+
+
+def diff_of(committed: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Flat {"file:key": value} mappings as a `dvc metrics diff --all --json` result."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in sorted(set(committed) | set(new)):
+        path, key = name.split(":", 1)
+        out.setdefault(path, {})[key] = {"old": committed.get(name), "new": new.get(name)}
+    return out
+
+
+def failures(rows: list[Row]) -> list[Row]:
+    """Gated rows out of tolerance, and any row with a problem (non-finite, not a number, beyond
+    sanity), gated or not."""
+    return [r for r in rows if (r.gated and not r.ok) or r.problem]
+
+
+def table(rows: list[Row]) -> str:
+    def fmt(v: Any) -> str:
+        return "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+
+    def verdict(r: Row) -> str:
+        if r.problem:
+            return f"FAIL: {r.problem}"
+        if r.ok:
+            return "ok"
+        return "DRIFT" if r.gated else "(not gated)"
+
+    head = ("metric", "committed", "new", "tolerance", "drift/sigma", "")
+    body = [(r.metric, fmt(r.committed), fmt(r.new), r.tolerance,
+             "-" if r.in_spread is None else f"{r.in_spread:.2f}", verdict(r)) for r in rows]
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
+# --- exact mode: a portable same-seed rerun on an x86-64 CPU ------------------------------------
+
+# A value that passes through JSON text comes back to the bit (Python writes floats by repr);
+# a few ulps leave room for a writer that rounds once, and nothing a real change could hide in.
+EXACT_ULPS = 4
+
+
+def exact_mode(new: dict[str, Any], committed: dict[str, Any]) -> str:
+    """Why the rerun must equal the committed run to the bit, or "" when it need not.
+
+    `new` and `committed` map each model to the machine record of its training (timings-train.json's
+    `machine`). Exact when every record of both runs says portable numerics with the bitwise
+    promise (an x86-64 CPU with AVX2, the CPU as device): then another CPU gives the same bytes.
+    """
+    if not new or set(new) != set(committed):
+        return ""
+    for side in (new, committed):
+        for record in side.values():
+            if not isinstance(record, dict) or record.get("numerics") != "portable" or \
+                    record.get("bitwise_promise") is not True:
+                return ""
+    return ("both runs used portable numerics on an x86-64 CPU: every metric must be equal (within "
+            f"{EXACT_ULPS} ulps through text) and every output byte for byte, timings and raw downloads aside")
+
+
+def _ulps_apart(a: float, b: float) -> float:
+    if a == b:
+        return 0.0
+    return abs(a - b) / math.ulp(max(abs(a), abs(b)))
+
+
+def compare_exact(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[str, Any]]) -> list[Row]:
+    """Rows for every metric, each held to equality (floats within EXACT_ULPS); `ignore` rules
+    still drop what is not a result (the device name)."""
+    rows = []
+    for path, metrics in sorted(diff.items()):
+        for key, values in sorted(metrics.items()):
+            name = f"{path}:{key}"
+            if rule_for(name, rules).get("ignore"):
+                continue
+            old, new = values.get("old"), values.get("new")
+            problem = problem_of(old, new, {}, name)
+            # a vanished, appeared, retyped or non-finite value is already a problem
+            if isinstance(old, float) and isinstance(new, float):
+                ok = _ulps_apart(old, new) <= EXACT_ULPS
+            else:
+                ok = within(old, new, {"exact": True})
+            rows.append(Row(name, old, new, "exact", ok and not problem, True, None, problem))
+    return rows
+
+
+def _not_compared(path: str) -> bool:
+    """Outputs whose bytes may differ while the run does not: those that hold times or show them
+    (they differ between any two runs), and the raw downloads, whose gz bytes depend on the
+    mirror that served them (Debian's Fashion-MNIST is recompressed); their content is md5-checked
+    at download and is what binarize's outputs, compared, are made of."""
+    name = path.rsplit("/", 1)[-1]
+    return name.startswith("timings-") or path == "reports/index.html" or path.startswith("data/raw/")
+
+
+def output_hashes(lock_text: str | None) -> dict[str, str]:
+    """{output path: md5} of every stage output in a dvc.lock (a folder's md5 covers its files)."""
+    doc = yamlfile.loads(lock_text or "") or {}
+    out = {}
+    for stage in (doc.get("stages") or {}).values():
+        for entry in stage.get("outs") or []:
+            out[entry["path"]] = entry.get("md5", "")
+    return out
+
+
+def compare_outputs(committed_lock: str | None, new_lock: str | None) -> list[Row]:
+    """One row per output of either dvc.lock (but :func:`_not_compared`): the same md5 or a failure."""
+    old, new = output_hashes(committed_lock), output_hashes(new_lock)
+    rows = []
+    for path in sorted(set(old) | set(new)):
+        if _not_compared(path):
+            continue
+        a, b = old.get(path), new.get(path)
+        rows.append(Row(f"{path} (bytes)", a and a[:12], b and b[:12], "exact", a is not None and a == b))
+    return rows

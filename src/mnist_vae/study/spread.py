@@ -1,0 +1,387 @@
+"""The spread study's arithmetic: how far each metric moves between runs that differ only in
+their seeds, or only in their floating-point order, and the gate tolerances derived from it.
+
+Inputs are flat metric mappings, ``{"<metrics file>:<dotted key>": value}``, the names
+`dvc metrics diff` uses. Nothing here runs DVC; tools/spread.py does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+# Values that describe the run rather than measure it: compared exactly, never from spread.
+EXACT = ("*:epochs", "*:iwae_k", "*:iwae_images", "*:latent_dim", "*:parameters", "*:model", "*.k")
+# The device name differs by machine by design: never compared (timings are not metrics).
+IGNORED = ("*:device",)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: dotted keys, as `dvc metrics diff` names them."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def flat_metrics(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{metrics file: parsed JSON} -> {"file:dotted.key": value}."""
+    return {f"{path}:{key}": value for path, tree in files.items() for key, value in flatten(tree).items()}
+
+
+def kind(metric: str) -> str:
+    """'ignored', 'exact' or 'measured'."""
+    if any(fnmatch.fnmatchcase(metric, p) for p in IGNORED):
+        return "ignored"
+    if any(fnmatch.fnmatchcase(metric, p) for p in EXACT):
+        return "exact"
+    return "measured"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def summarize(seed_runs: dict[str, dict[str, Any]], default: dict[str, Any],
+              variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per measured metric: n, mean, std (ddof 1), min, max over the seed runs; the default run's
+    value and its z against the seed runs; and for each variant (the default seed with another
+    floating-point order) its difference from the default run, also in units of the spread of a
+    difference of two runs (std * sqrt 2)."""
+    names = sorted({m for run in seed_runs.values() for m in run} | set(default))
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if kind(name) != "measured":
+            continue
+        values = np.array([run[name] for run in seed_runs.values() if _number(run.get(name))], dtype=np.float64)
+        if len(values) < 2:
+            continue
+        std = float(values.std(ddof=1))
+        row: dict[str, Any] = {"n": int(len(values)), "mean": float(values.mean()), "std": std,
+                               "min": float(values.min()), "max": float(values.max())}
+        base = default.get(name)
+        if _number(base):
+            row["default"] = float(base)
+            row["z"] = (base - row["mean"]) / std if std > 0 else 0.0
+        deltas = {}
+        for vname, run in variants.items():
+            if _number(run.get(name)) and _number(base):
+                d = float(run[name] - base)
+                deltas[vname] = {"delta": d, "in_diff_spread": abs(d) / (std * math.sqrt(2)) if std > 0 else
+                                 (0.0 if d == 0 else math.inf)}
+        row["variants"] = deltas
+        out[name] = row
+    return out
+
+
+def sigma_diff(std: float, variant_deltas: Iterable[float] = ()) -> float:
+    """The spread of a difference of two runs: max(std x sqrt 2, the largest same-seed delta)."""
+    return max(std * math.sqrt(2), max((abs(d) for d in variant_deltas), default=0.0))
+
+
+# The leave-one-out check flags only runs well outside the spread (1.5 k sigma_diff): with a few
+# runs, one at k sigma_diff from another is expected now and then; far beyond it means heavy tails,
+# and the tolerance is then widened to what the runs showed rather than switched off.
+LOO_FACTOR = 1.5
+
+
+def k_for_false_alarm(false_alarm: float, n: int) -> float:
+    """k such that a run with no change lands beyond k sigma_diff with probability `false_alarm`,
+    when sigma_diff is estimated from n seed runs: Student's t with n - 1 degrees of freedom,
+    two-sided."""
+    from scipy.stats import t
+
+    return float(t.ppf(1 - false_alarm / 2, n - 1))
+
+
+def leave_one_out_ok(values: np.ndarray, k: float, floor: float) -> bool:
+    """True when no run lies farther than k sigma_diff (with the floor) from another run, sigma_diff
+    estimated from the runs without it: a check that the spread measured on a few runs also
+    covers a run it has not seen (heavy tails fail it)."""
+    for i in range(len(values)):
+        rest = np.delete(values, i)
+        tol = max(k * sigma_diff(float(np.std(rest, ddof=1)) if len(rest) > 1 else 0.0), floor)
+        if np.max(np.abs(rest - values[i])) > tol:
+            return False
+    return True
+
+
+def saturated_rate_tolerance(runs: int, trials: int, k: float, confidence: float = 0.95) -> tuple[float, float]:
+    """(tolerance, sigma) for a rate that sat at its bound (0 or 1) in every one of `runs` runs of
+    `trials` images each: the per-image chance of the other outcome is at most
+    p = 1 - (1 - confidence)^(1 / (runs x trials)) (the rule of three), and a rerun's rate then
+    moves by a binomial p + k sqrt(p (1 - p) / trials) at most."""
+    p = 1 - (1 - confidence) ** (1 / (runs * trials))
+    sigma = math.sqrt(p * (1 - p) / trials)
+    return p + k * sigma, sigma
+
+
+def derive_tolerances(summary: dict[str, dict[str, Any]], exact: Iterable[str], k: float, floor: float,
+                      max_useful_rel: float, unmeasured: Iterable[str] = (),
+                      runs: dict[str, dict[str, Any]] | None = None,
+                      rate_trials: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Gate rules from the measured spread.
+
+    The tolerance of a measured metric is k times the spread of the difference of two runs,
+    sigma_diff = max(std x sqrt 2, the largest same-seed variant difference), at least `floor`.
+    Where `runs` (the runs at the default params: seeds and the default seed) fail the
+    leave-one-out check, the tolerance is widened to the runs' range (the largest difference the
+    study saw between two runs). A rate (`rate_trials`: metric -> images behind it) that sat at
+    its bound in every run gets the binomial tolerance of :func:`saturated_rate_tolerance`, not
+    the floor. A metric is reported, not gated, when its tolerance exceeds max_useful_rel of its
+    mean (a window that wide catches only breakage the gated metrics catch first). Metrics in
+    `exact` (run descriptions) must match exactly; timings are ignored; metrics matching
+    `unmeasured` (added to the pipeline after the study) are shown, never failing.
+    """
+    rules: list[dict[str, Any]] = [{"match": p, "ignore": True} for p in IGNORED]
+    rules += [{"match": p, "exact": True} for p in exact]
+    for name, row in sorted(summary.items()):
+        spread_diff = sigma_diff(row["std"], (v["delta"] for v in row.get("variants", {}).values()))
+        tol = max(k * spread_diff, floor)
+        why = ""
+        values = np.array([r[name] for r in (runs or {}).values() if _number(r.get(name))], dtype=np.float64)
+        trials = (rate_trials or {}).get(name)
+        if trials and len(values) and np.all(values == values[0]) and values[0] in (0.0, 1.0):
+            tol, sigma = saturated_rate_tolerance(len(values), trials, k)
+            spread_diff = sigma * math.sqrt(2)
+            why = f"at {values[0]:g} in all {len(values)} runs: binomial over {trials} images (rule of three)"
+        elif len(values) > 2 and not leave_one_out_ok(values, LOO_FACTOR * k, floor):
+            tol = max(tol, float(values.max() - values.min()))
+            why = f"widened to the runs' range: leave-one-out found a run beyond {LOO_FACTOR:g} k sigma_diff"
+        rule = {"match": name, "abs": float(f"{tol:.4g}"), "sigma_diff": float(f"{spread_diff:.4g}")}
+        if tol > max_useful_rel * abs(row["mean"]):
+            rule["gated"] = False
+            why = f"tolerance over {max_useful_rel:.0%} of the value" + (f" ({why})" if why else "")
+        if why:
+            rule["why"] = why
+        rules.append(rule)
+    rules += [{"match": p, "report": True} for p in unmeasured]
+    return rules
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The summary as a markdown table, one row per measured metric."""
+    study = doc["study"]
+    variant_names = list(study["variants"])
+    lines = [
+        "# Spread study",
+        "",
+        f"{study['what']}. Seeds: {', '.join(map(str, study['seeds']))} (n = {study['n_seeds']}). "
+        "Regenerate with `make spread` on one machine, or the fan-out of docs/reproducibility.md on many "
+        "(then `make tolerances`).",
+        "",
+        "Machines (each run's own record, reports/models/<model>/timings-train.json):",
+        "",
+        "| run | machine |",
+        "|---|---|",
+        *[f"| {run} | {machine} |" for run, machine in study["machines"].items()],
+        "",
+        "Columns: mean, std (ddof 1), min and max over the seed runs; `default`: the default params and seed on this "
+        "machine, and its z against the seed runs; for each same-seed variant, its difference from `default` "
+        "and that difference in units of the spread of a difference of two seed runs (std x sqrt 2).",
+        "",
+        "Variants: " + "; ".join(f"`{k}`: {v}" for k, v in study["variants"].items()) + ".",
+        "",
+        "| metric | n | mean | std | min | max | default | z | "
+        + " | ".join(f"{v}: delta (in spread)" for v in variant_names) + " |",
+        "|---|" + "---:|" * (7 + len(variant_names)),
+    ]
+    for name, row in sorted(doc["metrics"].items()):
+        cells = [f"`{name}`", str(row["n"]), _fmt(row["mean"]), _fmt(row["std"]), _fmt(row["min"]),
+                 _fmt(row["max"]), _fmt(row.get("default", float("nan"))), f"{row.get('z', float('nan')):+.2f}"]
+        for v in variant_names:
+            d = row.get("variants", {}).get(v)
+            cells.append("-" if d is None else f"{d['delta']:+.4g} ({d['in_diff_spread']:.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def prediction_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, std, half-width, n): where one more run lands with probability `confidence`, from
+    n runs: mean +/- t_{n-1}(1 - (1 - confidence) / 2) x std x sqrt(1 + 1/n)."""
+    from scipy.stats import t
+
+    x = np.asarray(list(values), dtype=np.float64)
+    n = len(x)
+    std = float(x.std(ddof=1))
+    return float(x.mean()), std, float(t.ppf(1 - (1 - confidence) / 2, n - 1) * std * math.sqrt(1 + 1 / n)), n
+
+
+def reference_rows(reference: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
+                   ours: dict[str, Any], confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Each reference number beside our run's value and where one more run of ours would land.
+
+    `runs` are the study's runs at the default params (every seed and the default seed, which
+    ran the same params): their mean, std and the `confidence` prediction interval for one new
+    run. The reference is `within` when it lies inside that interval. A reference entry with
+    `judged_by` is judged by that metric (the mean KL of 10,000 noise images for the one-image
+    KL): `ours` and the spread are that metric's, `shown` the entry's own metric's value.
+    Rows carry label, reference, metric, ours, shown, mean, std, n, half (the interval's half
+    width), z ((reference - mean) / std) and within; the spread fields are None for a metric the
+    study did not measure."""
+    rows = []
+    for ref in reference:
+        judged = ref.get("judged_by") or ref["metric"]
+        row = {"label": ref["label"], "metric": judged, "reference": ref["value"], "ours": ours.get(judged),
+               "shown": ours.get(ref["metric"]) if judged != ref["metric"] else None,
+               "mean": None, "std": None, "n": None, "half": None, "z": None, "within": None}
+        values = [r[judged] for r in runs.values() if _number(r.get(judged))]
+        if len(values) >= 2:
+            mean, std, half, n = prediction_interval(values, confidence)
+            z = (ref["value"] - mean) / std if std > 0 else math.inf
+            row.update(mean=mean, std=std, n=n, half=half, z=z, within=abs(ref["value"] - mean) <= half)
+        rows.append(row)
+    return rows
+
+
+def results_table(reference: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
+                  committed: dict[str, Any], confidence: float = 0.95) -> str:
+    """Markdown of :func:`reference_rows`: whether each reference number lies within the
+    prediction interval of one more run of ours."""
+    lines = ["| reference number | reference | committed run | runs: mean ± std (n) | "
+             f"{confidence:.0%} prediction interval | reference inside it |",
+             "|---|---:|---:|---:|---:|---|"]
+    for row in reference_rows(reference, runs, committed, confidence):
+        ours_cell = "-" if row["ours"] is None else f"{row['ours']:.2f}"
+        if row["shown"] is not None:
+            ours_cell += f" (one image: {row['shown']:.2f})"
+        if row["n"] is None:
+            spread_cell, interval, verdict = "not in the study", "-", "-"
+        else:
+            spread_cell = f"{row['mean']:.2f} ± {row['std']:.2f} ({row['n']})"
+            interval = f"{row['mean'] - row['half']:.2f} to {row['mean'] + row['half']:.2f}"
+            verdict = f"yes (z = {row['z']:+.1f})" if row["within"] else f"**no** (z = {row['z']:+.1f})"
+        lines.append(f"| {row['label']} | {row['reference']:.2f} | {ours_cell} | {spread_cell} | {interval} | "
+                     f"{verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def default_params_runs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The study's runs at the default params (every seed and the default seed), from summary.json."""
+    return {name: run for name, run in doc.get("runs", {}).items() if not name.startswith("variant:")}
+
+
+def check_summary(doc: Any, path: str = "reports/spread/summary.json") -> dict[str, Any]:
+    """The study's summary as the report reads it: `study` with n_seeds and machines, and
+    `metrics`; DataError naming the file and the missing key otherwise."""
+    from ..io.errors import DataError
+
+    study = doc.get("study") if isinstance(doc, dict) else None
+    missing = ("study" if not isinstance(study, dict) else
+               next((f"study.{k}" for k in ("n_seeds", "machines") if k not in study), None)
+               or ("metrics" if not isinstance(doc.get("metrics"), dict) else None))
+    if missing:
+        raise DataError(f"{path}: no `{missing}`; regenerate it with `python tools/spread.py collect` (or restore it "
+                        f"with `git checkout -- {path}`)")
+    return doc
+
+
+# --- the gate's power under same-seed machine noise ---------------------------------------------
+
+
+def same_seed_sigma(row: dict[str, Any]) -> tuple[float, int]:
+    """(root mean square of the same-seed variants' differences from the default run, their
+    number): the spread of a rerun of the committed seed on another machine, thread count or
+    step, which is what CI's rerun faces. A variant equal to the default run to the bit (one
+    torch thread, on the study's machine) is the same summation order, not another sample of
+    the noise, and is left out."""
+    deltas = [v["delta"] for v in row.get("variants", {}).values() if v["delta"] != 0]
+    if not deltas:
+        return math.nan, 0
+    return math.sqrt(sum(d * d for d in deltas) / len(deltas)), len(deltas)
+
+
+def _phi(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def catch_probability(shift: float, tolerance: float, sigma: float) -> float:
+    """P(|shift + noise| > tolerance) for noise ~ N(0, sigma^2): the chance that the gate fails a
+    rerun whose metric moved by `shift`, when the rerun also carries machine noise of spread sigma
+    (shift 0: the false-alarm rate)."""
+    if sigma == 0:
+        return float(abs(shift) > tolerance)
+    return _phi((shift - tolerance) / sigma) + _phi((-shift - tolerance) / sigma)
+
+
+def sigma_interval(sigma: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided confidence interval of a spread estimated as the RMS of n zero-mean differences
+    (sigma^2 n / chi^2_n at both tails)."""
+    from scipy.stats import chi2
+
+    if n <= 0:
+        return 0.0, math.inf
+    tail = (1 - confidence) / 2
+    return sigma * math.sqrt(n / chi2.ppf(1 - tail, n)), sigma * math.sqrt(n / chi2.ppf(tail, n))
+
+
+def chance_range(shift: float, tolerance: float, low: float, high: float, points: int = 201) -> tuple[float, float]:
+    """(min, max) of :func:`catch_probability` over sigma in [low, high]."""
+    if not math.isfinite(high):
+        high = max(low, 1e6 * max(tolerance, abs(shift), 1e-12))
+    chances = [catch_probability(shift, tolerance, low + (high - low) * i / (points - 1)) for i in range(points)]
+    return min(chances), max(chances)
+
+
+def in_words(chance: float, low: float, high: float) -> str:
+    """How a catch probability reads, given its range over sigma_same's interval."""
+    if low >= 0.95:
+        return "almost always"
+    if high <= 0.05:
+        return "almost never"
+    if low <= 0.5 <= high or 0.35 <= chance <= 0.65:
+        return "about a coin flip"
+    return "usually" if chance > 0.5 else "rarely"
+
+
+def sigma_upper_bound(sigma: float, n: int, confidence: float = 0.95) -> float:
+    """One-sided upper confidence bound on a spread estimated as the RMS of n zero-mean differences
+    (sigma^2 n / chi^2_{1-confidence, n}): with a few machines the estimate itself is uncertain."""
+    from scipy.stats import chi2
+
+    return sigma * math.sqrt(n / chi2.ppf(1 - confidence, n)) if n > 0 else math.inf
+
+
+def power_under_noise(metric: str, shift: float, row: dict[str, Any], tolerance: float, k: float,
+                      much_smaller: float = 0.5) -> dict[str, Any]:
+    """The gate against a deliberate shift of one metric, under the measured same-seed noise.
+
+    Seed-based gate: P(caught) with today's tolerance. The same-seed alternative, tolerance
+    k x sigma_same (a rerun of the committed seed only varies by machine), is adopted only when
+    the 95 % upper bound of sigma_same is below `much_smaller` x the seed spread of a difference
+    (std x sqrt 2); its chance of catching the shift and its false-alarm rate are given either way.
+    """
+    sigma, n = same_seed_sigma(row)
+    seed_diff = row["std"] * math.sqrt(2)
+    upper = sigma_upper_bound(sigma, n)
+    same_tol = k * sigma
+    low, high = sigma_interval(sigma, n)
+    caught = catch_probability(shift, tolerance, sigma)
+    caught_range = chance_range(shift, tolerance, low, high)
+    return {
+        "same_seed_sigma_interval95": [low, high],
+        "p_caught_range": list(caught_range), "p_false_alarm_range": list(chance_range(0.0, tolerance, low, high)),
+        "p_caught_words": in_words(caught, *caught_range),
+        "p_caught_exact_mode": float(shift != 0),
+        "metric": metric, "shift": shift, "tolerance": tolerance, "seed_sigma_diff": seed_diff,
+        "same_seed_sigma": sigma, "same_seed_runs": n, "same_seed_sigma_upper95": upper,
+        "p_caught": catch_probability(shift, tolerance, sigma),
+        "p_caught_noiseless": float(abs(shift) > tolerance),
+        "p_false_alarm": catch_probability(0.0, tolerance, sigma),
+        "same_seed_tolerance": same_tol,
+        "same_seed_p_caught": catch_probability(shift, same_tol, sigma),
+        "same_seed_p_false_alarm": catch_probability(0.0, same_tol, sigma),
+        "same_seed_adopted": bool(upper < much_smaller * seed_diff),
+    }
+
