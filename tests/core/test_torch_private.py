@@ -15,14 +15,6 @@ from mnist_vae.core.step import ElboStep
 
 
 @pytest.fixture
-def public():
-    before = torch_private._forced["public"]
-    torch_private.force_public(True)
-    yield
-    torch_private.force_public(before)
-
-
-@pytest.fixture
 def private():
     before = torch_private._forced["public"]
     torch_private.force_public(False)
