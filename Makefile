@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
+	@awk -F ':.*## ' '/^[a-z-]+:.*## /{printf "  make %-15s%s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: venv-python $(STAMP) .dvc/plots-offline.html ## create .venv and install the pinned dependencies and this package
 
@@ -23,7 +23,9 @@ setup: venv-python $(STAMP) .dvc/plots-offline.html ## create .venv and install 
 pyver = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 .PHONY: venv-python
 venv-python:
-	@if [ -x $(BIN)/python ]; then \
+	@if [ -L $(BIN)/python ] && [ ! -e $(BIN)/python ]; then \
+	  echo "make: .venv's python no longer runs (the Python it was made from is gone or upgraded): run \`make clean-venv\`, then this command again" >&2; exit 1; \
+	elif [ -x $(BIN)/python ]; then \
 	  have=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	  case " $(SUPPORTED) " in *" $$have "*) ;; *) echo "make: .venv runs Python $$have, which this project does not support ($(SUPPORTED)): run \`make clean-venv\`, then this command again" >&2; exit 1;; esac; \
 	  if [ "$(origin PYTHON)" != file ] && [ "$(call pyver,$(PYTHON))" != "$$have" ]; then \
@@ -36,7 +38,7 @@ venv-python:
 	    *) echo "make: PYTHON=$(PYTHON) is $${v:+Python }$${v:-not a Python that runs}; this project needs Python 3.11, 3.12 or 3.13: make $(or $(MAKECMDGOALS),setup) PYTHON=python3.12" >&2; exit 1;; esac; \
 	fi
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml | venv-python
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
 	$(BIN)/python -m pip install --quiet -r requirements.txt
@@ -62,7 +64,7 @@ prune: setup ## after removing or renaming a model in params.yaml: remove its ou
 deps: setup ## write each stage's code deps in dvc.yaml (and docs/pipeline.md's rerun table) from its imports
 	$(BIN)/python tools/deps.py
 
-compare: setup ## experiments side by side in 80 columns: changed params, each model's test loss and IWAE bound
+compare: setup ## experiments side by side at terminal width: changed params, each model's test loss and IWAE bound
 	$(BIN)/python tools/compare.py
 
 probe: setup ## same seed, same bytes? train and evaluate natively and as emulated Intel and AMD CPUs (qemu-user)

@@ -11,5 +11,7 @@ out=${1:-reports/benchmark-gpu}
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
-python3 -m pytest -q -p no:cacheprovider tests/test_step.py tests/test_objective.py || echo "STEP TESTS FAILED"
+# -o addopts= : no pytest-xdist there (pyproject's addopts ask for it)
+python3 -m pytest -q -p no:cacheprovider -o addopts= tests/core/test_step.py tests/core/test_objective.py \
+  || echo "STEP TESTS FAILED"
 python3 benchmarks/train_speed.py --epochs 10 --skip-dvc --device cuda --out "$out"

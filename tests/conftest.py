@@ -29,8 +29,15 @@ def _mirror(env: str, dataset: str) -> str:
         return given
     from mnist_vae.io import data
 
+    from filelock import FileLock
+
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-vae-tests" / dataset
-    data.download(dataset, cache, mirror_dir=None)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache) + ".lock"):  # pytest-xdist's workers: one downloads, the others wait
+        ready = all((cache / f).exists() and data.verify(cache / f, md5, content) is None
+                    for f, md5, content in data.dataset(dataset).resources)
+        if not ready:
+            data.download(dataset, cache, mirror_dir=None)
     return str(cache)
 
 
@@ -187,14 +194,14 @@ def _reproduce_fast_profile(root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def repo(tmp_path_factory, worker_id):
+def repo(tmp_path_factory, request):
     """A git repository holding this working tree with the fast profile, reproduced once per
     session. Read only: tests that change anything take `work`.
 
     Under pytest-xdist the first worker that needs it reproduces it once, in the session's shared
     temporary folder, while the others wait on a file lock; each worker then takes its own copy
     (DVC's lock allows one command per repository at a time)."""
-    if worker_id == "master":  # no xdist
+    if not hasattr(request.config, "workerinput"):  # not an xdist worker (-n 0, or no xdist)
         return _reproduce_fast_profile(tmp_path_factory.mktemp("pipeline") / "repo")
     from filelock import FileLock
 

@@ -127,13 +127,21 @@ def rewrite(text: str) -> tuple[str, dict[str, dict[str, list[str]]]]:
     """dvc.yaml with every stage's code deps derived, and {stage: {"added", "removed"}} of the
     stages that changed."""
     changes: dict[str, dict[str, list[str]]] = {}
-    starts = [(m.start(), m.group(1)) for m in _STAGE.finditer(text)] + [(len(text), "")]
+    top = re.search(r"^stages:.*$", text, flags=re.M)
+    after = re.search(r"^\S", text[top.end():], flags=re.M) if top else None
+    end_of_stages = top.end() + after.start() if after else len(text)
+    starts = [(m.start(), m.group(1)) for m in _STAGE.finditer(text, top.end() if top else 0, end_of_stages)]
+    starts.append((end_of_stages, ""))
     out, pos = [], 0
     for (start, name), (end, _) in zip(starts, starts[1:]):
         block = text[start:end]
         deps, cmd = _DEPS.search(block), _CMD.search(block)
         if not deps or not cmd:
-            continue
+            raise SystemExit(f"deps: dvc.yaml stage {name!r}: no `cmd:` and flow-style `deps:` list ([...] on the "
+                             "lines after `deps:`) that this tool can rewrite; write its deps that way")
+        if "#" in deps.group("body"):
+            raise SystemExit(f"deps: dvc.yaml stage {name!r}: a comment inside its deps list; put it on the "
+                             "`deps:` line")
         items = [t.strip() for t in deps.group("body").replace("\n", " ").split(",") if t.strip()]
         code = [t for t in items if is_code(t.strip('"'))]
         data = [t for t in items if not is_code(t.strip('"'))]
@@ -145,7 +153,16 @@ def rewrite(text: str) -> tuple[str, dict[str, dict[str, list[str]]]]:
         out.append(text[pos:start + deps.start()] + new)
         pos = start + deps.end()
     out.append(text[pos:])
-    return "".join(out), changes
+    new = "".join(out)
+    import yaml  # the rewritten file must still be the same YAML apart from the code deps
+
+    def data_deps(doc):
+        return {n: [d for d in (s.get("do", s).get("deps") or []) if not is_code(d)]
+                for n, s in (doc.get("stages") or {}).items()}
+
+    if data_deps(yaml.safe_load(new)) != data_deps(yaml.safe_load(text)):
+        raise SystemExit("deps: rewriting dvc.yaml would change a data dependency; not written")
+    return new, changes
 
 
 def rerun_table(stages: dict[str, dict]) -> dict[str, list[str]]:

@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the hashes here")
     ap.add_argument("--parallel", type=int, default=2, help="runs at a time")
     args = ap.parse_args()
-    args.model = args.model or next(iter(yaml.safe_load(Path("params.yaml").read_text())["models"]))
+    args.model = args.model or next(iter(yaml.safe_load((REPO / "params.yaml").read_text())["models"]))
     if not numerics.is_x86_64():
         sys.exit("probe: needs an x86-64 machine (qemu-x86_64 emulates x86-64 CPUs)")
     if shutil.which("qemu-x86_64") is None:

@@ -66,11 +66,9 @@ OUT = Path("reports/spread")
 PREFIX = "spread-"
 SEED_KEYS = ("train.seed", "evaluate.seed", "anomaly.seed")  # every seed a metric depends on
 DEFAULT_SEEDS = list(range(1, 9))
-# The committed metrics of commit c157c61 were made on a 2-core Intel Xeon with the same code
-# and the default params: the same seed on another CPU.
-DEFAULT_OTHER = ["intel-xeon=c157c61"]
-# runs made before timings-train.json recorded the machine: what the benchmark of that time printed
-OTHER_MACHINES = {"intel-xeon": "Intel(R) Xeon(R) Processor, 2 cores (described by hand: run before machines were recorded)"}
+# Same-seed runs on other machines come from the study's own runners (spread-machine-<label>);
+# --other-machine adds a commit's committed run as one more (its metrics under reports/models/).
+DEFAULT_OTHER: list[str] = []
 
 
 def dvc(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -283,8 +281,11 @@ def study_summary(exps: dict[str, dict], other: list[str], seeds_planned: list[i
     for item in other:
         label, rev = item.split("=", 1)
         variant_runs[label] = committed_metrics(rev)
+        if not variant_runs[label]:
+            sys.exit(f"spread: --other-machine {item}: {rev} has no metrics under {layout.MODELS_REPORTS}/ (a commit "
+                     "from before the per-model layout); rerun the default there, or leave it out")
         variant_text[label] = f"committed metrics of {rev}: same seed, another CPU"
-        machines[label] = OTHER_MACHINES.get(label, "not recorded")
+        machines[label] = machine.label(run_machine(rev))
     return {
         "study": {
             "what": "the default pipeline (params.yaml) under different seeds (train.seed, evaluate.seed and "

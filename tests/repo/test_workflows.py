@@ -86,10 +86,10 @@ def test_ci_workflow_is_a_valid_github_workflow_running_the_readme_commands():
         assert needed in text, needed
 
 
-def test_dependabot_keeps_the_pip_pins_and_the_action_shas_current():
+def test_dependabot_keeps_the_action_shas_current_and_leaves_the_universal_lock_to_make_lock():
     config = yaml.safe_load((REPO / ".github/dependabot.yml").read_text())
-    assert {(u["package-ecosystem"], u["directory"]) for u in config["updates"]} == {("pip", "/"),
-                                                                                   ("github-actions", "/")}
+    assert {(u["package-ecosystem"], u["directory"]) for u in config["updates"]} == {("github-actions", "/")}
+    assert "make lock" in (REPO / ".github/dependabot.yml").read_text()
 
 
 def test_the_spread_workflow_fans_out_the_tools_plan_and_collects_it():

@@ -59,7 +59,7 @@ def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
     for key in keys:
         cells = [_cell(r["params"].get(key)) for r in rows]
         if len(set(cells)) > 1:
-            out.append((".".join(key.split(".")[-2:]), key, cells))  # models.vae2d.latent_dim -> vae2d.latent_dim
+            out.append((key.removeprefix("models."), key, cells))  # models.vae2d.latent_dim -> vae2d.latent_dim
     models = sorted({m.split("/")[2] for r in rows for m in r["metrics"] if m.startswith(layout.MODELS_REPORTS + "/")})
     headline = []
     for model in models:

@@ -154,5 +154,5 @@ def setup_model(setup: str, root: str = ".") -> str:
     bound = bound_models(root)
     if setup not in bound:
         raise DataError(f"reference.yaml: no model under `models` in params.yaml is the setup {setup!r} (its "
-                        f"latent size, hidden sizes and batch size); add one, or pass the model by name")
+                        f"latent size, hidden sizes and batch size); add one to measure against it")
     return bound[setup]
