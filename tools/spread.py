@@ -58,7 +58,6 @@ from mnist_vae.io import artifacts, layout
 from mnist_vae.study import spread
 from mnist_vae.study import reference as ref_module
 from mnist_vae.core import machine
-from mnist_vae.io.params import load as load_params
 from mnist_vae.study.workspace import dvc_exe, git_show, tool_env
 
 DVC = dvc_exe()
@@ -457,8 +456,7 @@ def noise_rows(summary: dict[str, dict[str, Any]], shifts: dict[str, float], rul
 
 def write_results(doc: dict) -> None:
     """reports/spread/results.md: the reference's numbers beside ours (the README's results table)."""
-    reference = ref_module.bind(ref_module.check(artifacts.read_yaml("reference.yaml")),
-                                ref_module.describe(load_params()))["numbers"]
+    reference = ref_module.load()["numbers"]
     committed = {}
     for path in sorted(p for name in layout.METRICS_FILES for p in Path(layout.MODELS_REPORTS).glob(f"*/{name}")):
         committed.update(spread.flat_metrics({path.as_posix(): json.loads(path.read_text())}))

@@ -138,15 +138,20 @@ def bind(doc: dict[str, Any], models: dict[str, dict[str, Any]]) -> dict[str, An
     return {"bound": bound, "numbers": numbers, "epochs": epochs}
 
 
-def bound_models(root: str = ".") -> dict[str, str]:
-    """setup -> model of the repository at `root`, from its reference.yaml and params.yaml: what
-    the study and the benchmark measure as "the 20-d model" and "the 2-d model"."""
+def load(root: str = ".") -> dict[str, Any]:
+    """:func:`bind` of the repository at `root`: its reference.yaml, checked, and its params.yaml."""
     from pathlib import Path
 
     from ..io import artifacts, params
 
     doc = check(artifacts.read_yaml(Path(root) / "reference.yaml"))
-    return bind(doc, describe(params.load(Path(root) / "params.yaml")))["bound"]
+    return bind(doc, describe(params.load(Path(root) / "params.yaml")))
+
+
+def bound_models(root: str = ".") -> dict[str, str]:
+    """setup -> model of the repository at `root`: what the study and the benchmark measure as
+    "the 20-d model" and "the 2-d model"."""
+    return load(root)["bound"]
 
 
 def setup_model(setup: str, root: str = ".") -> str:
