@@ -28,7 +28,6 @@ def main() -> None:
     numerics.enter(p.numerics, p.train.device)  # before torch is imported
     from mnist_vae.core import anomaly  # torch: only once params and data are known good
     from mnist_vae.viz import figures
-    from mnist_vae.core.frames import upscale
     from mnist_vae.core.model import load_checkpoint
     from mnist_vae.core.runtime import keep_freed_memory, make_deterministic, resolve_device, to_tensor
 
@@ -72,7 +71,7 @@ def main() -> None:
     artifacts.write_figure(layout.anomaly_figure(args.model, "kl-histogram"),
                            figures.kl_histogram(kl["train"], st["fit_mean"], st["fit_std"], st["threshold"],
                                                 noise_kl, cfg.k), dpi=120)
-    artifacts.write_png(layout.anomaly_figure(args.model, "noise-image"), upscale(noise_image.reshape(28, 28) * 255, 8))
+    artifacts.write_png(layout.anomaly_figure(args.model, "noise-image"), figures.upscale(noise_image.reshape(28, 28) * 255, 8))
     artifacts.write_json(layout.anomaly_metrics(args.model), reports)
 
 

@@ -23,8 +23,8 @@ def main() -> None:
         raise ParamsError("params: 'tracking.enabled' is false, so the train stages recorded no frames for "
                           "render-gifs; set it to true (or remove render-gifs from the pipeline)")
     cfg = p.gifs
-    from mnist_vae.viz import gifs
-    from mnist_vae.core.frames import select_frames, upscale  # torch: only once the params are known good
+    from mnist_vae.viz import gifs  # Pillow: only once the params are known good
+    from mnist_vae.viz.figures import upscale
 
     out = layout.gifs_dir(args.model)
     frames = artifacts.read_npz(layout.tracking_frames(args.model), ["recon"])
@@ -37,7 +37,7 @@ def main() -> None:
             spec = getattr(cfg, f"{label}_{span}")
             path = f"{out}/{label}-{span}.gif"
             try:
-                gif = gifs.encode_within(upscale(select_frames(frames[key], spec), scale),
+                gif = gifs.encode_within(upscale(gifs.select_frames(frames[key], spec), scale),
                                          spec.seconds_per_frame, round(cfg.max_mb * 1e6), cfg.min_psnr_db)
             except DataError as err:
                 raise DataError(f"{path}: {err}") from None

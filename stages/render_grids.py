@@ -43,7 +43,7 @@ def main() -> None:
         recon = frames.recon_frame(model, originals, torch.randn(len(originals), model.latent_dim, generator=gen))
         prior = torch.randn(g.prior_samples, model.latent_dim, generator=gen)
         samples = frames.to_uint8(frames.tile(model.decode(prior), nrow=g.prior_nrow))
-    artifacts.write_png(layout.figure(name, "reconstructions"), frames.upscale(recon.numpy(), g.reconstruction_scale))
+    artifacts.write_png(layout.figure(name, "reconstructions"), figures.upscale(recon.numpy(), g.reconstruction_scale))
     artifacts.write_png(layout.figure(name, "prior-samples"), samples.numpy())
     m = p.manifold
     z = frames.manifold_latents(m.n, *m.quantiles, latent_dim=model.latent_dim)

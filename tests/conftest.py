@@ -19,6 +19,11 @@ from mnist_vae.study.workspace import copy_worktree, dvc_exe, git
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # pytest-xdist runs one worker per core: one torch thread each
+        torch.set_num_threads(1)
+
+
 @functools.cache
 def _mirror(env: str, dataset: str) -> str:
     """The dataset's mirror folder: $MNIST_MIRROR / $FASHION_MNIST_MIRROR as the README names them
@@ -136,6 +141,7 @@ def binary_images(n: int, seed: int = 0, density: float = 0.2) -> torch.Tensor:
 
 FAST = {
     "data": {"train_limit": 1024, "test_limit": 500},
+    "numerics": {"threads": 1},  # pytest-xdist runs one worker per core: one torch thread per process
     "train": {"epochs": 1},
     "tracking": {"every": 2},
     "evaluate": {"iwae_k": 20, "iwae_images": 100},
@@ -193,27 +199,93 @@ def _reproduce_fast_profile(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def repo(tmp_path_factory, request):
-    """A git repository holding this working tree with the fast profile, reproduced once per
-    session. Read only: tests that change anything take `work`.
+def _uses_repo(items) -> bool:
+    return any("repo" in getattr(item, "fixturenames", ()) for item in items)
 
-    Under pytest-xdist the first worker that needs it reproduces it once, in the session's shared
-    temporary folder, while the others wait on a file lock; each worker then takes its own copy
-    (DVC's lock allows one command per repository at a time)."""
-    if not hasattr(request.config, "workerinput"):  # not an xdist worker (-n 0, or no xdist)
-        return _reproduce_fast_profile(tmp_path_factory.mktemp("pipeline") / "repo")
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that need no fast reproduction first, the slow ones (the numerics probe, a full
+    training) at the very front: pytest-xdist hands each worker a contiguous share of this order,
+    so the workers are busy while the reproduction builds in the background (`repo`)."""
+    items.sort(key=lambda item: ("repo" in item.fixturenames, item.get_closest_marker("slow") is None))
+
+
+def _session_dir(request, tmp_path_factory) -> Path:
+    """This session's temporary folder, shared by its pytest-xdist workers."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(request.config, "workerinput") else base
+
+
+# the fast reproduction, built by a child process; it marks its end with `ok` or `failed` beside it
+_BUILD = """
+import sys
+from pathlib import Path
+
+import conftest
+
+root = Path(sys.argv[1])
+try:
+    conftest._reproduce_fast_profile(root)
+except BaseException:
+    (root.parent / "failed").write_text("")
+    raise
+(root.parent / "ok").write_text("")
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_profile_in_background(request, tmp_path_factory):
+    """Start the session's fast reproduction at once, in a child process, when a collected test
+    needs it (`repo`): it builds while the workers run the tests that do not. The first worker to
+    get here starts it; the one that started it waits for it at the end, so that no worker that
+    still needs it finds it killed (Ctrl-C reaches the child too: same process group)."""
+    if not _uses_repo(request.session.items):
+        yield
+        return
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent / "fast-profile"
+    shared = _session_dir(request, tmp_path_factory) / "fast-profile"
+    proc = None
     with FileLock(str(shared) + ".lock"):
-        if not (shared / "done").exists():
-            shutil.rmtree(shared, ignore_errors=True)
-            _reproduce_fast_profile(shared / "repo")
-            (shared / "done").write_text("")
+        if not Path(str(shared) + ".log").exists():
+            log = open(str(shared) + ".log", "w")  # noqa: SIM115 (the child writes it)
+            env = mirror_env(PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO / "src")]))
+            proc = subprocess.Popen([sys.executable, "-c", _BUILD, str(shared / "repo")], cwd=REPO, env=env,
+                                    stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+    yield
+    if proc is not None:
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def repo(request, tmp_path_factory, _fast_profile_in_background):
+    """A git repository holding this working tree with the fast profile, reproduced once per
+    session (by `_fast_profile_in_background`), which this waits for. Read only: tests that
+    change anything take `work`. Each pytest-xdist worker takes its own copy (DVC's lock allows
+    one command per repository at a time)."""
+    shared = _session_dir(request, tmp_path_factory) / "fast-profile"
+    log = Path(str(shared) + ".log")
+    deadline = time.time() + 1800
+    while not (shared / "ok").exists():
+        if (shared / "failed").exists() or time.time() > deadline:
+            time.sleep(1)  # the child's last lines
+            pytest.fail(f"the fast reproduction failed ({log}):\n{log.read_text()[-4000:]}", pytrace=False)
+        time.sleep(0.5)
     mine = tmp_path_factory.mktemp("pipeline") / "repo"
     shutil.copytree(shared / "repo", mine, symlinks=True)
     return mine
+
+
+@pytest.fixture(scope="session")
+def binarized(tmp_path_factory) -> Path:
+    """The real MNIST binarized as the binarize stage does it (data/binarized/mnist.npz), for the
+    tests that need the data but not the fast reproduction."""
+    from mnist_vae.io import data
+
+    out = tmp_path_factory.mktemp("binarized") / "mnist.npz"
+    data.binarize_dataset(_mirror("MNIST_MIRROR", "mnist"), out, raw_params()["data"]["threshold"])
+    return out
 
 
 @pytest.fixture

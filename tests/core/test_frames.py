@@ -1,10 +1,9 @@
 """Pixel frames (mnist_vae.core.frames): manifold latents and tiles, reconstructions, uint8
-rounding, upscaling, GIF spans."""
+rounding."""
 
 import numpy as np
 import pytest
 import torch
-from conftest import params_with
 
 from mnist_vae.core import frames
 
@@ -47,20 +46,6 @@ def test_recon_frame_top_row_is_the_originals(small_model):
 def test_to_uint8_rounds_half_to_even_and_spans_0_to_255():
     probs = torch.tensor([0.0, 0.5, 1.0, 0.1, 1 / 255, 0.998])  # 127.5 -> 128 (even); 254.49 -> 254
     assert frames.to_uint8(probs).tolist() == [0, 128, 255, 26, 1, 254]
-
-
-def test_reference_gif_frame_counts():
-    stack = np.zeros((470, 1, 1), dtype=np.uint8)  # 1 + ceil(4690 / 10) frames of a 10-epoch run
-    spans = params_with().gifs
-    assert len(frames.select_frames(stack, spans.manifold_all)) == 94
-    assert len(frames.select_frames(stack, spans.manifold_early)) == 100
-    assert len(frames.select_frames(stack, spans.reconstruction_all)) == 94
-    assert len(frames.select_frames(stack, spans.reconstruction_early)) == 150
-
-
-def test_upscale_is_nearest_neighbour():
-    a = np.array([[1, 2], [3, 4]], dtype=np.uint8)
-    assert frames.upscale(a, 2).tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
 
 
 @pytest.mark.parametrize("k, nrow", [(400, 20), (64, 8), (5, 5), (7, 3)])

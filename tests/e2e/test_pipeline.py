@@ -110,19 +110,21 @@ def test_the_fused_iwae_equals_the_plain_one_on_a_trained_model(repo, name):
     assert (fused - plain).abs().max().item() < 1e-3
 
 
-def test_the_fused_iwae_equals_the_plain_one_on_a_fully_trained_model(repo):
-    """The same comparison on the default 20-d model trained as the committed run trains it (10
-    epochs on all 60,000 images, its sharper decoder is where a float shortcut would show), per
-    image within 1e-3 nats: an absolute bound, for every one of 200 real test images."""
+def test_the_fused_iwae_equals_the_plain_one_on_a_well_trained_model(binarized):
+    """The same comparison on the default 20-d model trained as the committed run trains it, but
+    for 3 epochs instead of 10 (on all 60,000 images its decoder is already sharp, which is where
+    a float shortcut would show): per image within 1e-3 nats, an absolute bound, for every one of
+    200 real test images."""
     import torch
     from conftest import params_with
 
     from mnist_vae.core.objective import iwae_bound, log_importance_weights
     from mnist_vae.core.training import fit
 
-    p = params_with({"tracking.enabled": False})
-    with np.load(repo / "data/binarized/mnist.npz") as d:
+    p = params_with({"tracking.enabled": False, "train.epochs": 3})
+    with np.load(binarized) as d:
         train_x, test_x = d["train_x"], d["test_x"]
+    assert train_x.shape == (60000, 784)
     model = fit(p.models["vae20d"], p, train_x, test_x, progress=False)["model"]
     x = torch.from_numpy(test_x[:200]).float()
     eps = torch.randn((200, 200, model.latent_dim), generator=torch.Generator().manual_seed(8))
@@ -130,7 +132,7 @@ def test_the_fused_iwae_equals_the_plain_one_on_a_fully_trained_model(repo):
         plain = torch.logsumexp(log_importance_weights(model, x, eps), dim=0) - math.log(200)
     draws = iter(eps.split(50))
     fused = iwae_bound(model, x, k=200, generator=None, chunk=50, draw=lambda n, shape: next(draws))
-    assert 75 < -plain.mean().item() < 95  # a fully trained model's NLL, about 87 nats
+    assert 80 < -plain.mean().item() < 100  # a well trained model's NLL (the reference's test ELBO: 96.56 at epoch 3)
     assert (fused - plain).abs().max().item() < 1e-3
 
 
@@ -239,7 +241,7 @@ def test_param_edit_invalidates_exactly_its_dependents(work, edit, changed, down
 @pytest.mark.parametrize("module, changed", [
     ("src/mnist_vae/core/step.py", TRAIN),
     ("src/mnist_vae/core/evaluation.py", EVALUATE),
-    ("src/mnist_vae/viz/figures.py", GRIDS | ANOMALY),
+    ("src/mnist_vae/viz/figures.py", GRIDS | GIFS | ANOMALY),
     ("src/mnist_vae/viz/gifs.py", GIFS),
     ("src/mnist_vae/viz/report.py", {"report"}),
     ("src/mnist_vae/study/spread.py", {"report"}),

@@ -142,8 +142,8 @@ def test_a_wrong_endpoint_fails_clearly_and_soon(work, s3):
 
 
 def runner_env() -> dict:
-    """A runner's environment (its thread count is the params' numerics.threads: 1 here, since the
-    runners share this machine's cores)."""
+    """A runner's environment (its thread count is the params' numerics.threads: the fast
+    profile's 1, since the runners share this machine's cores)."""
     return mirror_env()
 
 
@@ -188,7 +188,7 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["models"] = {"vae20d": params["models"]["vae20d"]}
     params["anomaly"]["models"] = []
-    params["numerics"]["threads"] = 1  # the runners share this machine's cores
+    assert params["numerics"]["threads"] == 1  # the fast profile's: the runners share this machine's cores
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     add_s3_remote(work, s3, "spread")
     dvc("repro", cwd=work)

@@ -35,3 +35,8 @@ def test_page_captions_follow_the_latent_size(latent_dim, manifold, scatter):
 
     captions = {path.rsplit("/", 1)[-1]: caption for path, caption, _ in report.model_figures("m", latent_dim)}
     assert manifold in captions["manifold.png"] and scatter in captions["latent-scatter.png"]
+
+
+def test_upscale_is_nearest_neighbour():
+    a = np.array([[1, 2], [3, 4]], dtype=np.uint8)
+    assert figures.upscale(a, 2).tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]

@@ -6,12 +6,13 @@ from types import SimpleNamespace
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import params_with
 from PIL import Image
 
-from mnist_vae.core import frames
 from mnist_vae.io import artifacts
 from mnist_vae.io.errors import DataError
 from mnist_vae.viz import gifs
+from mnist_vae.viz.figures import upscale
 
 
 def drifting_frames(t=12, side=40, seed=0):
@@ -97,7 +98,7 @@ def test_a_gif_that_decodes_to_other_frames_is_caught():
 def test_gif_frame_count_duration_and_loop(tmp_path):
     stack = np.random.default_rng(0).integers(0, 256, size=(23, 10, 12), dtype=np.uint8)
     spec = SimpleNamespace(start=0, stop=None, step=5)
-    gif = gifs.encode_within(frames.upscale(frames.select_frames(stack, spec), 2), 0.05, 10**6, 35)
+    gif = gifs.encode_within(upscale(gifs.select_frames(stack, spec), 2), 0.05, 10**6, 35)
     artifacts.write_bytes(tmp_path / "a.gif", gif.data)
     back = iio.imread(tmp_path / "a.gif", index=None)
     assert back.shape[0] == 5 and back.shape[1:3] == (20, 24)
@@ -109,3 +110,12 @@ def test_gif_frame_count_duration_and_loop(tmp_path):
             durations.append(im.info["duration"])
     assert durations == [50] * 5
     assert iio.immeta(tmp_path / "a.gif")["duration"] == 50
+
+
+def test_reference_gif_frame_counts():
+    stack = np.zeros((470, 1, 1), dtype=np.uint8)  # 1 + ceil(4690 / 10) frames of a 10-epoch run
+    spans = params_with().gifs
+    assert len(gifs.select_frames(stack, spans.manifold_all)) == 94
+    assert len(gifs.select_frames(stack, spans.manifold_early)) == 100
+    assert len(gifs.select_frames(stack, spans.reconstruction_all)) == 94
+    assert len(gifs.select_frames(stack, spans.reconstruction_early)) == 150

@@ -1,9 +1,7 @@
 """Pixel frames: the latent manifold grid, reconstruction strips and tiled samples as uint8
-images, decoded in one batched pass; integer upscaling and frame selection for GIFs."""
+images, decoded in one batched pass."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import torch
@@ -63,14 +61,3 @@ def recon_frame(model, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     logits, _, _ = model(x, eps)
     return to_uint8(torch.cat([tile(x, nrow=len(x)), tile(torch.sigmoid(logits), nrow=len(x))], dim=0))
 
-
-def upscale(image: np.ndarray, factor: int) -> np.ndarray:
-    """Integer nearest-neighbour upscale of the last two axes."""
-    if factor == 1:
-        return image
-    return image.repeat(factor, axis=-2).repeat(factor, axis=-1)
-
-
-def select_frames(frames: np.ndarray, span: Any) -> np.ndarray:
-    """frames[start:stop:step] of a GIF span (params gifs.*)."""
-    return frames[slice(span.start, span.stop, span.step)]

@@ -1,8 +1,16 @@
-"""Matplotlib figures: the latent scatter of a 2-d model and the KL-score histogram."""
+"""Matplotlib figures: the latent scatter of a 2-d model and the KL-score histogram; integer
+upscaling of pixel images."""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Integer nearest-neighbour upscale of the last two axes."""
+    if factor == 1:
+        return image
+    return image.repeat(factor, axis=-2).repeat(factor, axis=-1)
 
 
 def latent_scatter(mu: np.ndarray, labels: np.ndarray, title: str):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import GifImagePlugin, Image
@@ -148,3 +149,8 @@ def encode_within(frames: np.ndarray, seconds_per_frame: float, max_bytes: int,
         raise DataError(f"GIF check: worst frame PSNR {worst:.1f} dB is under gifs.min_psnr_db = "
                         f"{min_psnr_db:g} ({levels} grey levels, tolerance {tolerance})")
     return Encoded(data, levels, tolerance, len(frames), worst)
+
+
+def select_frames(frames: np.ndarray, span: Any) -> np.ndarray:
+    """frames[start:stop:step] of a GIF span (params gifs.*)."""
+    return frames[slice(span.start, span.stop, span.step)]
