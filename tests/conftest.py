@@ -204,10 +204,12 @@ def _uses_repo(items) -> bool:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Tests that need no fast reproduction first, the slow ones (the numerics probe, a full
-    training) at the very front: pytest-xdist hands each worker a contiguous share of this order,
-    so the workers are busy while the reproduction builds in the background (`repo`)."""
-    items.sort(key=lambda item: ("repo" in item.fixturenames, item.get_closest_marker("slow") is None))
+    """The order pytest-xdist hands tests out in (`--dist load`: from the front, to whichever
+    worker is free): the tests that need no fast reproduction first, so that the workers are busy
+    while it builds in the background (`repo`); within each kind the long ones, then the slow
+    ones, so that no long test is left to run alone at the end."""
+    items.sort(key=lambda item: ("repo" in item.fixturenames, item.get_closest_marker("long") is None,
+                                 item.get_closest_marker("slow") is None))
 
 
 def _session_dir(request, tmp_path_factory) -> Path:

@@ -353,6 +353,7 @@ def damage(target: Path, kind: str) -> None:
         np.savez(target, unrelated=np.zeros(3))
 
 
+@pytest.mark.long
 def test_a_damaged_artifact_gives_one_line_and_repro_recovers(work):
     """Each damaged input stops the stage that reads it with one line naming the file and the
     command that restores it; then, with every kind of damage in place at once, one plain
@@ -504,6 +505,7 @@ def readme_dvc_commands() -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip().startswith(("dvc ", "python "))]
 
 
+@pytest.mark.long
 def test_every_dvc_command_in_the_docs_runs_as_written(work):
     commands = readme_dvc_commands()
     assert len(commands) >= 10 and "dvc exp run --temp -n z3 -S models.vae2d.latent_dim=3" in commands
@@ -554,6 +556,7 @@ def test_report_shows_exactly_the_images_it_declares(repo):
         assert f'<td class="n">{number}</td>' in html
 
 
+@pytest.mark.long
 def test_a_model_is_one_params_entry_and_removing_it_leaves_nothing_behind(work):
     """Adding a model to params.yaml, and nothing else, trains, evaluates and draws it and gives
     it a section of the page; no other model's stages rerun. Removing it again cleans up."""
@@ -586,6 +589,7 @@ def test_a_model_is_one_params_entry_and_removing_it_leaves_nothing_behind(work)
     assert "vae10d" not in html and not any("vae10d" in p for p in page_images(work))
 
 
+@pytest.mark.long
 def test_renaming_a_model_then_make_prune_and_repro_leaves_nothing_of_the_old_name(work):
     """Rename vae2d, reproduce, prune (docs/pipeline.md), reproduce: `dvc status` clean, no file
     and no dvc.lock entry of the old name, git sees only the intended changes, and the page keeps

@@ -27,6 +27,7 @@ def other_vendor() -> list[str]:
     return ["Haswell-v4", "EPYC-Rome"]
 
 
+@pytest.mark.long
 @pytest.mark.skipif(not numerics.is_x86_64(), reason="qemu-x86_64 emulates x86-64 CPUs")
 def test_probe_same_bytes_on_an_emulated_cpu_of_the_other_vendor_in_portable_mode_and_not_in_fast(binarized,
                                                                                                    tmp_path):

@@ -79,6 +79,7 @@ def cache_files(repo: Path) -> int:
     return sum(1 for p in (repo / ".dvc/cache").rglob("*") if p.is_file()) if (repo / ".dvc/cache").exists() else 0
 
 
+@pytest.mark.long
 def test_s3_round_trip_with_the_run_cache(work, s3, tmp_path):
     add_s3_remote(work, s3, "round-trip")
     assert "secret_access_key" not in (work / ".dvc/config").read_text()
@@ -173,6 +174,7 @@ def experiment_metrics(repo: Path, name: str) -> dict:
     return spread.flat_metrics({path: json.loads(git(repo, "show", f"{rev}:{path}")) for path in paths})
 
 
+@pytest.mark.long
 def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work, s3, tmp_path):
     """The fan-out of docs/reproducibility.md on loopback: three clones of one bare git origin
     act as runners (as many at a time as there are cores), each running one experiment of the
@@ -260,6 +262,7 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
           f"collector: {collect_seconds:.0f} s")
 
 
+@pytest.mark.long
 def test_the_queue_runs_two_experiments_with_two_workers(work):
     for step in (2, 4):
         dvc("exp", "run", "--queue", "-n", f"step{step}", "-S", f"gifs.reconstruction_all.step={step}", cwd=work)

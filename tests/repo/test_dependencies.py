@@ -121,7 +121,7 @@ def test_docs_rerun_table_is_the_derived_one():
 @pytest.mark.parametrize("module, expected", [
     ("src/mnist_vae/core/step.py", {"train"}),                             # the fast step: only training
     ("src/mnist_vae/core/evaluation.py", {"evaluate"}),                    # evaluation never retrains
-    ("src/mnist_vae/viz/figures.py", {"render-grids", "anomaly-kl-stats"}),  # what draws
+    ("src/mnist_vae/viz/figures.py", {"render-grids", "render-gifs", "anomaly-kl-stats"}),  # what draws
     ("src/mnist_vae/io/data.py", {"download", "binarize"}),
     ("src/mnist_vae/viz/templates/report.html.j2", {"report"}),
 ])
