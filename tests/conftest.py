@@ -204,12 +204,27 @@ def _uses_repo(items) -> bool:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The order pytest-xdist hands tests out in (`--dist load`: from the front, to whichever
-    worker is free): the tests that need no fast reproduction first, so that the workers are busy
-    while it builds in the background (`repo`); within each kind the long ones, then the slow
-    ones, so that no long test is left to run alone at the end."""
+    """Each worker's order: the tests that need no fast reproduction first, so that the workers
+    are busy while it builds in the background (`repo`); within each kind the long ones, then the
+    slow ones, so that no long test is left to run alone at the end. pytest-xdist's worksteal
+    hands each of N workers a contiguous share of the collection (len // N, of what is left, in
+    turn), then lets an idle worker take the tail of another's share: the ordered tests are dealt
+    round robin into shares of those sizes, so that every worker starts with its part of each kind."""
     items.sort(key=lambda item: ("repo" in item.fixturenames, item.get_closest_marker("long") is None,
                                  item.get_closest_marker("slow") is None))
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    sizes, left = [], len(items)
+    for i in range(workers):
+        sizes.append(left // (workers - i))
+        left -= sizes[-1]
+    shares = [[] for _ in sizes]
+    turn = 0
+    for item in list(items):
+        while len(shares[turn % workers]) == sizes[turn % workers]:
+            turn += 1
+        shares[turn % workers].append(item)
+        turn += 1
+    items[:] = [item for share in shares for item in share]
 
 
 def _session_dir(request, tmp_path_factory) -> Path:
