@@ -8,6 +8,14 @@ import torch
 from mnist_vae.core import frames
 
 
+@pytest.mark.parametrize("n, low, high", [(20, 0.05, 0.95), (7, 0.01, 0.99), (400, 0.001, 0.999)])
+def test_manifold_coordinates_are_scipy_norm_ppf_bit_for_bit(n, low, high):
+    """The light import (scipy.special.ndtri) gives scipy.stats.norm.ppf's very bits."""
+    from scipy.stats import norm
+
+    assert np.array_equal(frames.manifold_coordinates(n, low, high), norm.ppf(np.linspace(low, high, n)))
+
+
 def test_manifold_coordinates_are_normal_quantiles():
     g = frames.manifold_coordinates(20, 0.05, 0.95)
     assert g[0] == pytest.approx(-1.6448536, abs=1e-6)  # Phi^-1(0.05)

@@ -193,3 +193,14 @@ def test_a_summary_the_report_cannot_read_is_named_with_its_missing_key(doc, mis
         spread.check_summary(doc)
     good = {"study": {"n_seeds": 8, "machines": {}}, "metrics": {}}
     assert spread.check_summary(good) is good
+
+
+def test_the_quantiles_are_scipy_stats_bit_for_bit():
+    """t_ppf and chi2_ppf (scipy.special's kernels, a light import) give scipy.stats' very bits."""
+    from scipy import stats
+
+    qs = np.concatenate([np.linspace(1e-4, 1 - 1e-4, 2001), [0.005, 0.025, 0.05, 0.95, 0.975, 0.995]])
+    for df in (1, 2, 3, 4, 9, 10, 29, 30, 100):
+        assert np.array_equal(spread.t_ppf(qs, df), stats.t.ppf(qs, df)), df
+        assert np.array_equal(spread.chi2_ppf(qs, df), stats.chi2.ppf(qs, df)), df
+    assert math.isnan(spread.t_ppf(0.975, 0)) and math.isnan(stats.t.ppf(0.975, 0))  # one run: no spread

@@ -92,13 +92,27 @@ def sigma_diff(std: float, variant_deltas: Iterable[float] = ()) -> float:
 LOO_FACTOR = 1.5
 
 
+def t_ppf(q: float, df: float) -> float:
+    """Student's t quantile: scipy.stats.t.ppf's own kernel for 0 < q < 1 (the same bits,
+    tests/study/test_spread.py), without the import of scipy.stats, which is slow and would be
+    paid by the report stage on every run."""
+    from scipy.special import stdtrit
+
+    return stdtrit(df, q)
+
+
+def chi2_ppf(q: float, df: float) -> float:
+    """The chi-squared quantile: scipy.stats.chi2.ppf's own kernel for 0 < q < 1 (as t_ppf)."""
+    from scipy.special import gammaincinv
+
+    return 2 * gammaincinv(df / 2, q)
+
+
 def k_for_false_alarm(false_alarm: float, n: int) -> float:
     """k such that a run with no change lands beyond k sigma_diff with probability `false_alarm`,
     when sigma_diff is estimated from n seed runs: Student's t with n - 1 degrees of freedom,
     two-sided."""
-    from scipy.stats import t
-
-    return float(t.ppf(1 - false_alarm / 2, n - 1))
+    return float(t_ppf(1 - false_alarm / 2, n - 1))
 
 
 def leave_one_out_ok(values: np.ndarray, k: float, floor: float) -> bool:
@@ -210,12 +224,10 @@ def markdown(doc: dict[str, Any]) -> str:
 def prediction_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float, int]:
     """(mean, std, half-width, n): where one more run lands with probability `confidence`, from
     n runs: mean +/- t_{n-1}(1 - (1 - confidence) / 2) x std x sqrt(1 + 1/n)."""
-    from scipy.stats import t
-
     x = np.asarray(list(values), dtype=np.float64)
     n = len(x)
     std = float(x.std(ddof=1))
-    return float(x.mean()), std, float(t.ppf(1 - (1 - confidence) / 2, n - 1) * std * math.sqrt(1 + 1 / n)), n
+    return float(x.mean()), std, float(t_ppf(1 - (1 - confidence) / 2, n - 1) * std * math.sqrt(1 + 1 / n)), n
 
 
 def reference_rows(reference: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
@@ -318,12 +330,10 @@ def catch_probability(shift: float, tolerance: float, sigma: float) -> float:
 def sigma_interval(sigma: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Two-sided confidence interval of a spread estimated as the RMS of n zero-mean differences
     (sigma^2 n / chi^2_n at both tails)."""
-    from scipy.stats import chi2
-
     if n <= 0:
         return 0.0, math.inf
     tail = (1 - confidence) / 2
-    return sigma * math.sqrt(n / chi2.ppf(1 - tail, n)), sigma * math.sqrt(n / chi2.ppf(tail, n))
+    return sigma * math.sqrt(n / chi2_ppf(1 - tail, n)), sigma * math.sqrt(n / chi2_ppf(tail, n))
 
 
 def chance_range(shift: float, tolerance: float, low: float, high: float, points: int = 201) -> tuple[float, float]:
@@ -348,9 +358,7 @@ def in_words(chance: float, low: float, high: float) -> str:
 def sigma_upper_bound(sigma: float, n: int, confidence: float = 0.95) -> float:
     """One-sided upper confidence bound on a spread estimated as the RMS of n zero-mean differences
     (sigma^2 n / chi^2_{1-confidence, n}): with a few machines the estimate itself is uncertain."""
-    from scipy.stats import chi2
-
-    return sigma * math.sqrt(n / chi2.ppf(1 - confidence, n)) if n > 0 else math.inf
+    return sigma * math.sqrt(n / chi2_ppf(1 - confidence, n)) if n > 0 else math.inf
 
 
 def power_under_noise(metric: str, shift: float, row: dict[str, Any], tolerance: float, k: float,
