@@ -92,11 +92,11 @@ def test_report_page_loads_every_image_offline(repo, offline):
     page = offline.open(repo / "reports/index.html")
     images = page.evaluate(IMAGES)
     offline.screenshot("report-index")
-    assert len(images) == 2 + 3 * 4 + 8 + 2 * 2  # report plots, 3 models x 4 figures, GIFs, 2 anomaly studies x 2
+    assert len(images) == 2 + 2 * 4 + 6 + 1 * 2  # report plots, 2 models x 4 figures, GIFs, 1 anomaly study x 2
     assert [i["src"] for i in images if not i["loaded"]] == []
     assert offline.network == [] and offline.errors == []
     gifs = [i["src"] for i in images if i["src"].endswith(".gif")]
-    assert len(gifs) == 8
+    assert len(gifs) == 6  # 2 reconstruction GIFs a model, 2 manifold GIFs of the 2-d one
     text = page.inner_text("#reference-table")
     for number in ("87.65", "140.24", "27.57", "4.38"):
         assert number in text
@@ -119,8 +119,8 @@ def test_dvc_plots_draw_offline(repo, offline, tmp_path, command):
     page = offline.open(html)
     marks = page.evaluate(MARKS)
     offline.screenshot(f"dvc-plots-{command[0]}")
-    # a learning curve per model (3), a ROC curve per score and outlier set of each anomaly study (2 x 4)
-    assert len(marks) == 3 + 2 * 4 and all(n > 0 for n in marks), marks
+    # a learning curve per model (2), a ROC curve per score and outlier set of each anomaly study (1 x 4)
+    assert len(marks) == 2 + 1 * 4 and all(n > 0 for n in marks), marks
     assert offline.network == [] and offline.errors == []
 
 
