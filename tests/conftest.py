@@ -214,8 +214,8 @@ def _reproduce_fast_profile(root: Path) -> Path:
     return root
 
 
-def _uses_repo(items) -> bool:
-    return any("repo" in getattr(item, "fixturenames", ()) for item in items)
+def _uses_repo(item) -> bool:
+    return "repo" in getattr(item, "fixturenames", ())
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -225,7 +225,7 @@ def pytest_collection_modifyitems(session, config, items):
     hands each of N workers a contiguous share of the collection (len // N, of what is left, in
     turn), then lets an idle worker take the tail of another's share: the ordered tests are dealt
     round robin into shares of those sizes, so that every worker starts with its part of each kind."""
-    items.sort(key=lambda item: ("repo" in item.fixturenames, item.get_closest_marker("long") is None,
+    items.sort(key=lambda item: (_uses_repo(item), item.get_closest_marker("long") is None,
                                  item.get_closest_marker("slow") is None))
     workers = getattr(config, "workerinput", {}).get("workercount", 1)
     sizes, left = [], len(items)
@@ -271,7 +271,7 @@ def _fast_profile_in_background(request, tmp_path_factory):
     needs it (`repo`): it builds while the workers run the tests that do not. The first worker to
     get here starts it; the one that started it waits for it at the end, so that no worker that
     still needs it finds it killed (Ctrl-C reaches the child too: same process group)."""
-    if not _uses_repo(request.session.items):
+    if not any(map(_uses_repo, request.session.items)):
         yield
         return
     from filelock import FileLock

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import (
+    FAST_MODELS,
     REPO,
     assert_clean_failure,
     changed_stages,
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.slow
 
 BATCHES = math.ceil(1024 / 128)  # one epoch of the fast profile
 FRAMES = 1 + math.ceil(BATCHES / 2)  # one before training, then every 2 batches
-MODELS = ("vae20d", "vae2d")  # conftest.FAST_MODELS
+MODELS = FAST_MODELS
 PER_MODEL = ("train", "evaluate", "render-grids", "render-gifs")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import (
+    FAST_MODELS,
     changed_stages,
     dvc,
     load_script,
@@ -115,7 +116,7 @@ def test_s3_round_trip_with_the_run_cache(work, s3, tmp_path):
     set_params(clone, {"grids": {"prior_samples": 16}})
     out = dvc("repro", "--pull", cwd=clone).stdout
     assert ran_stages(out) == set(), out[-2000:]
-    for model in ("vae20d", "vae2d"):
+    for model in FAST_MODELS:
         assert f"Stage 'render-grids@{model}' is cached - skipping run" in out, out[-2000:]
 
     # a third clone fetches only what a repro needs: nothing is out of date, so nothing runs
