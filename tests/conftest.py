@@ -285,9 +285,24 @@ def _fast_profile_in_background(request, tmp_path_factory):
             proc = subprocess.Popen([sys.executable, "-c", _BUILD, str(shared / "repo")], cwd=REPO, env=env,
                                     stdout=log, stderr=subprocess.STDOUT)
             log.close()
+            Path(str(shared) + ".pid").write_text(str(proc.pid))
     yield
     if proc is not None:
         proc.wait()
+
+
+def _build_alive(shared: Path) -> bool:
+    """Whether the build child still runs: one killed by a signal writes neither `ok` nor
+    `failed` (psutil, as a zombie not yet reaped by the worker that started it is gone too)."""
+    import psutil
+
+    pid = Path(str(shared) + ".pid")
+    if not pid.exists():  # written just after the start, under the lock
+        return True
+    try:
+        return psutil.Process(int(pid.read_text())).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return (shared / "ok").exists()  # it may have ended well since the loop looked
 
 
 @pytest.fixture(scope="session")
@@ -300,9 +315,11 @@ def repo(request, tmp_path_factory, _fast_profile_in_background):
     log = Path(str(shared) + ".log")
     deadline = time.time() + 1800
     while not (shared / "ok").exists():
-        if (shared / "failed").exists() or time.time() > deadline:
+        if (shared / "failed").exists() or not _build_alive(shared) or time.time() > deadline:
             time.sleep(1)  # the child's last lines
-            pytest.fail(f"the fast reproduction failed ({log}):\n{log.read_text()[-4000:]}", pytrace=False)
+            why = ("failed" if (shared / "failed").exists() else
+                   "took over 30 minutes" if _build_alive(shared) else "was killed")
+            pytest.fail(f"the fast reproduction {why} ({log}):\n{log.read_text()[-4000:]}", pytrace=False)
         time.sleep(0.5)
     mine = tmp_path_factory.mktemp("pipeline") / "repo"
     shutil.copytree(shared / "repo", mine, symlinks=True)
