@@ -1,10 +1,12 @@
 import gzip
 import hashlib
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import MNIST_MIRROR
+from conftest import MNIST_MIRROR, REPO, mirror_env
 
 from mnist_vae.io import data
 from mnist_vae.io.data import DataError
@@ -53,6 +55,31 @@ def test_read_idx_not_gzip(tmp_path):
     path.write_bytes(b"not gzip at all")
     with pytest.raises(DataError, match="not a readable gzip file"):
         data.read_idx(path, 3)
+
+
+@pytest.mark.parametrize("name", data.DATASET_NAMES)
+def test_the_official_files_and_mirrors_are_torchvisions(name):
+    """The copy of torchvision's file names, gz md5s and public mirrors (kept so that the download
+    stage imports no torch) equals torchvision's own."""
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    tv = {"mnist": MNIST, "fashion-mnist": FashionMNIST}[name]
+    ds = data.dataset(name)
+    assert [(f, md5) for f, md5, _ in ds.resources] == [tuple(r) for r in tv.resources]
+    assert list(ds.mirrors) == list(tv.mirrors)
+
+
+def test_the_download_stage_imports_no_torch(tmp_path):
+    """The download stage, run to the end on the mirror, never imports torch (its start-up cost)."""
+    code = ("import runpy, sys\n"
+            "sys.argv = ['stages/download.py', '--datasets', 'mnist', '--out', sys.argv[1]]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "raw")], cwd=REPO,
+                          env=mirror_env(PYTHONPATH=str(REPO / "src")), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list((tmp_path / "raw/mnist").iterdir())) == 4
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_binarize_threshold():

@@ -30,23 +30,30 @@ class Dataset:
     resources: tuple[tuple[str, str, str], ...]  # (file name, official gz md5, official content md5)
 
 
-# md5s of the decompressed official files, as published beside the gz md5s. Debian's
-# dataset-fashion-mnist package ships recompressed gz files (other gzip header, other gz md5)
-# whose content is byte-identical to the official one; a file is accepted when its gz md5 or
-# its content md5 matches the official value.
-CONTENT_MD5 = {
-    "mnist": {
-        "train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
-        "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
-        "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
-        "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
-    },
-    "fashion-mnist": {
-        "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-        "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
-        "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
-        "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
-    },
+# The official files: (name, gz md5, md5 of the decompressed content), and the public mirrors.
+# The names, gz md5s and mirrors are torchvision's (MNIST.resources, .mirrors; the reference's own
+# loader), copied here because importing torchvision.datasets imports torch and torchvision's
+# models, which made the download stage, a file check, take seconds; tests/io/test_data.py checks
+# the copy against torchvision. The content md5s are published beside the gz md5s: Debian's
+# dataset-fashion-mnist package ships recompressed gz files (other gzip header, other gz md5) whose
+# content is byte-identical to the official one, so a file is accepted when either md5 matches.
+OFFICIAL = {
+    "mnist": (
+        ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
+        ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
+        ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
+        ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
+    ),
+    "fashion-mnist": (
+        ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+        ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
+        ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
+        ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
+    ),
+}
+MIRRORS = {
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
 }
 
 
@@ -55,13 +62,7 @@ _MIRROR_ENV = {"mnist": "MNIST_MIRROR", "fashion-mnist": "FASHION_MNIST_MIRROR"}
 
 
 def dataset(name: str) -> Dataset:
-    """File names, gz md5s and public mirrors come from torchvision, the reference's own loader
-    (imported here, not at module load: binarize and the params checks need no torch)."""
-    from torchvision.datasets import MNIST, FashionMNIST
-
-    tv_class = {"mnist": MNIST, "fashion-mnist": FashionMNIST}[name]
-    resources = tuple((f, md5, CONTENT_MD5[name][f]) for f, md5 in tv_class.resources)
-    return Dataset(name, _MIRROR_ENV[name], tuple(tv_class.mirrors), resources)
+    return Dataset(name, _MIRROR_ENV[name], MIRRORS[name], OFFICIAL[name])
 
 
 SPLIT_FILES = {
