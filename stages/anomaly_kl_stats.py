@@ -9,8 +9,6 @@ data/anomaly/<model>.npz.
 
 import argparse
 
-import pandas as pd
-
 from mnist_vae.io import artifacts, cli, layout, params
 from mnist_vae.core import numerics
 
@@ -55,7 +53,7 @@ def main() -> None:
         for other in layout.OUTLIER_SETS:
             fpr, tpr = anomaly.roc_curve(scores["test"], scores[other])
             artifacts.write_csv(layout.roc_table(args.model, score_name, other),
-                                pd.DataFrame({"fpr": fpr, "tpr": tpr}))
+                                {"fpr": fpr, "tpr": tpr})
     st = reports[layout.KL]["train"]
     noise_kl = float(kl["noise_image"][0])
     reports["noise_image"] = {

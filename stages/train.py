@@ -7,8 +7,6 @@ data/tracking/<model>.npz (training frames; empty when tracking.enabled is false
 
 import argparse
 
-import pandas as pd
-
 from mnist_vae.io import artifacts, cli, layout, params
 from mnist_vae.core import numerics
 
@@ -27,7 +25,8 @@ def main() -> None:
 
     out = fit(arch, p, mnist["train_x"][:p.data.train_limit], mnist["test_x"][:p.data.test_limit], name=args.model)
     artifacts.write_npz(layout.tracking_frames(args.model), **(out["frames"] or {}))
-    artifacts.write_csv(layout.history(args.model), pd.DataFrame(out["history"]).drop(columns="seconds"))
+    artifacts.write_csv(layout.history(args.model),
+                        {k: [h[k] for h in out["history"]] for k in out["history"][0] if k != "seconds"})
     artifacts.write_json(layout.train_metrics(args.model), out["metrics"])
     artifacts.write_json(layout.timings(args.model, "train"), out["timings"])
     artifacts.write_torch(layout.checkpoint(args.model), checkpoint(out["model"], train=arch.training(p.train).model_dump()))

@@ -252,3 +252,23 @@ def test_every_yaml_reader_rejects_duplicate_keys(tmp_path, monkeypatch):
     with pytest.raises(gate.RuleError, match="duplicate key 'rules'"):
         gate.load_rules("tolerances.yaml")
     assert yamlfile.loads("a: {b: 1}\nc: [1, {b: 2}]\n") == {"a": {"b": 1}, "c": [1, {"b": 2}]}
+
+
+@pytest.mark.parametrize("columns", [
+    {"epoch": [1, 2, 3], "train_loss": [157.94412, 108.59213, 1e-7], "test_kl": [23.628155, 0.0, 1.0]},
+    {"fpr": np.linspace(0, 1, 257), "tpr": np.sqrt(np.linspace(0, 1, 257)) * 1e5},
+    {"a": np.array([1, 2], dtype=np.int64), "b": np.array([0.5, np.nan], dtype=np.float32), "c": ["x", "y,z"]},
+    {"empty": []},
+])
+def test_write_csv_writes_the_bytes_pandas_writes(tmp_path, columns):
+    import pandas as pd
+
+    artifacts.write_csv(tmp_path / "t.csv", columns)
+    expected = pd.DataFrame(columns).to_csv(index=False, float_format="%.6g").encode()
+    assert (tmp_path / "t.csv").read_bytes() == expected
+
+
+def test_write_csv_refuses_columns_of_different_lengths(tmp_path):
+    with pytest.raises(ValueError, match="different lengths"):
+        artifacts.write_csv(tmp_path / "t.csv", {"a": [1, 2], "b": [1.0]})
+    assert not (tmp_path / "t.csv").exists()
