@@ -40,7 +40,7 @@ PROFILE = {
     "tracking": {"every": 4},
     "evaluate": {"iwae_k": 20, "iwae_images": 50, "iwae_chunk": 10},
 }
-CPUS = ("Haswell-v4", "EPYC-Rome")
+CPUS = {"Intel": "Haswell-v4", "AMD": "EPYC-Rome"}  # a qemu CPU model of each vendor
 
 
 def outputs(model: str) -> list[str]:
@@ -101,7 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="the model to train (default: the first under `models` in params.yaml)")
     ap.add_argument("--data", default="data/binarized/mnist.npz", type=Path)
-    ap.add_argument("--cpus", nargs="+", default=list(CPUS), help="qemu CPU models (qemu-x86_64 -cpu help)")
+    ap.add_argument("--cpus", nargs="+", default=list(CPUS.values()), help="qemu CPU models (qemu-x86_64 -cpu help)")
     ap.add_argument("--json", type=Path, help="also write the hashes here")
     ap.add_argument("--parallel", type=int, default=2, help="runs at a time")
     args = ap.parse_args()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, mirror_env
+from conftest import REPO, load_script, mirror_env
 
 from mnist_vae.core import machine, numerics
 
@@ -16,14 +16,10 @@ pytestmark = pytest.mark.slow
 
 
 def other_vendor() -> list[str]:
-    """The emulated CPU of the other vendor than this machine's (an AMD emulates an Intel and the
-    other way round); both where the vendor is neither. `make probe` runs both always."""
+    """The probe's emulated CPU of the other vendor than this machine's (an AMD emulates an Intel
+    and the other way round); both where the vendor is neither. `make probe` runs both always."""
     name = machine.cpu_name()
-    if "AMD" in name:
-        return ["Haswell-v4"]
-    if "Intel" in name:
-        return ["EPYC-Rome"]
-    return ["Haswell-v4", "EPYC-Rome"]
+    return [cpu for vendor, cpu in load_script("tools/probe_numerics.py").CPUS.items() if vendor not in name]
 
 
 @pytest.mark.long
