@@ -55,7 +55,7 @@ repro: setup ## set up, then run the whole DVC pipeline on the default params (d
 test: setup ## set up, then run the test suite (unit tests and the real pipeline on a fast profile)
 	$(BIN)/python -m pytest
 
-bench: setup ## the speed benchmark: training and evaluation against their baselines, portable against fast numerics (reports/benchmark*)
+bench: setup ## the speed benchmark: training and evaluation against their baselines, fast, portable and universal numerics (reports/benchmark*)
 	$(BIN)/python benchmarks/train_speed.py
 
 prune: setup ## after removing or renaming a model in params.yaml: remove its outputs and dvc.lock entries
@@ -67,8 +67,9 @@ deps: setup ## write each stage's code deps in dvc.yaml (and docs/pipeline.md's 
 compare: setup ## experiments side by side at terminal width: changed params, each model's test loss and IWAE bound
 	$(BIN)/python tools/compare.py
 
-probe: setup ## same seed, same bytes? train and evaluate natively and as emulated Intel and AMD CPUs (qemu-user)
+probe: setup ## same seed, same bytes? four stages natively and as emulated Intel, AMD and ARM CPUs (qemu-user; root for apt)
 	$(BIN)/dvc repro binarize
+	tools/aarch64_sysroot.sh
 	$(BIN)/python tools/probe_numerics.py
 
 repro-check: setup ## the reproduction gate: dvc repro --force, then the metrics against tolerances.yaml

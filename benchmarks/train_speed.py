@@ -323,12 +323,73 @@ def mean(xs) -> float:
     return float(np.mean(xs))
 
 
+def universal_parts(repeats: int = 5) -> dict:
+    """What universal numerics' parts cost against torch's own op, on the IWAE's pass (2,000
+    decoded samples: 2000 x 400 by 400 x 784) and on a training batch (128 x 784 by 784 x 400):
+    the quantization, the float64 product, the whole exact product; exp, the softplus sums and the
+    sigmoid as torch ops and compiled; normal samples; Adam's update of the 20-d model's weights."""
+    from mnist_vae.core import exact
+    from mnist_vae.core.model import build
+    from mnist_vae.core.step import LayerAdam
+
+    enter_numerics("universal")
+
+    def best(fn):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times) * 1e3
+
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for name, (m, k, n) in {"IWAE pass": (2000, 400, 784), "training batch": (128, 784, 400)}.items():
+        a, b = torch.rand(m, k, generator=g), torch.randn(k, n, generator=g) * 0.05
+        bits = exact._bits(k)
+        qa, qb = exact.quantize(a, -1, bits).double(), exact.quantize(b, -2, bits).double()
+        out[f"{name} product"] = {"sgemm": best(lambda: a @ b),
+                                  "quantize": best(lambda: (exact.quantize(a, -1, bits).double(),
+                                                            exact.quantize(b, -2, bits).double())),
+                                  "float64 product": best(lambda: qa @ qb), "exact product": best(lambda: exact.mm(a, b))}
+    logits = torch.randn(2000, 784, generator=g) * 5
+    out["IWAE pass functions"] = {"torch.exp": best(lambda: torch.exp(logits))}
+    exact.use_kernels(False)
+    out["IWAE pass functions"].update({"exact.exp (torch ops)": best(lambda: exact.exp(logits)),
+                                       "softplus sums (torch ops)": best(lambda: exact.softplus_row_sums(logits, 98)),
+                                       "sigmoid (torch ops)": best(lambda: exact.sigmoid(logits))})
+    exact.use_kernels(True)
+    out["IWAE pass functions"].update({"softplus sums (compiled)": best(lambda: exact.softplus_row_sums(logits, 98)),
+                                       "sigmoid (compiled)": best(lambda: exact.sigmoid(logits)),
+                                       "torch softplus sums": best(lambda: F.softplus(logits).sum(-1))})
+    out["normal samples, 40,000"] = {"torch.randn": best(lambda: torch.randn(2000, 20, generator=g)),
+                                     "exact.randn": best(lambda: exact.randn((2000, 20), generator=g))}
+    net = build(params.load(REPO / "params.yaml").model(M20))
+    layers = _linear_layers(net)
+    for lin in layers:
+        lin.weight.grad, lin.bias.grad = torch.randn_like(lin.weight), torch.randn_like(lin.bias)
+    saved = dict(numerics._state)
+    try:
+        for mode in ("fast", "universal"):
+            numerics._state["mode"] = mode
+            adam = LayerAdam(layers, 1e-3)
+            adam.begin_step()
+            out.setdefault("Adam, 20-d model", {})[f"{mode} (all layers)"] = \
+                best(lambda: [adam.update(lin) for lin in layers])
+    finally:
+        numerics._state.clear()
+        numerics._state.update(saved)
+    return out
+
+
 def numerics_side_by_side(npz: Path, tmp: Path, epochs: int, device: str, seed: int, images: int,
                           skip_dvc: bool) -> tuple[dict, str]:
-    """Portable against fast numerics (mnist_vae.core.numerics), each measure in both modes, the two
-    alternating: seconds per 20-d training epoch (best of two runs each), one IWAE pass over
-    `images` images (the evaluate stage's code), and the full `dvc repro --force` from clean."""
-    modes = ("fast", "portable")
+    """Fast, portable and universal numerics (mnist_vae.core.numerics), each measure in every mode,
+    the modes alternating: seconds per 20-d training epoch (best of two runs each), one IWAE pass
+    over `images` images (the evaluate stage's code), and the full `dvc repro --force` from clean;
+    then what universal mode's parts cost (:func:`universal_parts`)."""
+    modes = ("fast", "portable", "universal")
     epoch = {m: [] for m in modes}
     loss = {}
     for _ in range(2):
@@ -338,23 +399,29 @@ def numerics_side_by_side(npz: Path, tmp: Path, epochs: int, device: str, seed: 
             loss[m] = run["test_loss"]
             print(f"{m}: seconds per epoch {[round(t, 3) for t in run['epoch_seconds']]}", flush=True)
     iwae = {m: isolated(iwae_side_by_side, M20, device, images, mode=m) for m in modes}
+    parts = isolated(universal_parts, mode="universal")
     repro = {} if skip_dvc else {m: time_dvc(tmp, mode=m)["full_repro_seconds"] for m in modes}
     result = {"epoch_seconds": {m: min(v) for m, v in epoch.items()}, "epoch_runs": epoch, "test_loss": loss,
               "iwae_seconds": {m: r["fused_seconds"] for m, r in iwae.items()}, "iwae_images": images,
-              "full_repro_seconds": repro}
+              "full_repro_seconds": repro, "universal_parts_ms": parts}
     rows = [("seconds per 20-d training epoch (best of 2 runs)", result["epoch_seconds"]),
             (f"seconds for the IWAE of the 20-d model, {images} images, K = {iwae['fast']['k']}",
              result["iwae_seconds"])]
     if repro:
         rows.append(("full dvc repro --force from clean (s)", repro))
-    md = [f"Portable against fast numerics (params.yaml `numerics.mode`), {epochs} epochs a training run, on "
-          f"{machine_line()}: portable pins MKL's CBWR branch, ATen's capability, oneDNN's ISA and the thread count "
-          "and takes every product through oneDNN; fast takes each CPU's own kernels.", "",
-          "| measure | fast | portable | portable / fast |", "|---|---:|---:|---:|"]
-    md += [f"| {name} | {v['fast']:.2f} | {v['portable']:.2f} | **{v['portable'] / v['fast']:.2f}x** |"
-           for name, v in rows]
-    md += ["", f"Test loss after {epochs} epochs: fast {loss['fast']:.4f}, portable {loss['portable']:.4f} "
-           "(another rounding of the products: another trajectory, within the seed spread)."]
+    md = [f"Fast, portable and universal numerics (params.yaml `numerics.mode`), {epochs} epochs a training run, "
+          f"on {machine_line()}: fast takes each CPU's own kernels; portable pins MKL's CBWR branch, ATen's "
+          "capability, oneDNN's ISA and the thread count and takes every product through oneDNN; universal "
+          "computes every result IEEE 754 fixes (exact float64 products of quantized factors, fixed-order sums, "
+          "its own exp and log).", "",
+          "| measure | fast | portable | universal | portable / fast | universal / portable |",
+          "|---|---:|---:|---:|---:|---:|"]
+    md += [f"| {name} | {v['fast']:.2f} | {v['portable']:.2f} | {v['universal']:.2f} | "
+           f"{v['portable'] / v['fast']:.2f}x | **{v['universal'] / v['portable']:.2f}x** |" for name, v in rows]
+    md += ["", f"Test loss after {epochs} epochs: fast {loss['fast']:.4f}, portable {loss['portable']:.4f}, "
+           f"universal {loss['universal']:.4f} (another rounding: another trajectory, within the seed spread).", "",
+           "What universal mode's parts cost, milliseconds (best of 5):", "", "| part | variant | ms |", "|---|---|---:|"]
+    md += [f"| {part} | {variant} | {ms:.2f} |" for part, variants in parts.items() for variant, ms in variants.items()]
     return result, "\n".join(md)
 
 
@@ -367,7 +434,7 @@ def main() -> None:
     ap.add_argument("--iwae-images", type=int, default=500, help="test images in the IWAE timing")
     ap.add_argument("--out", default=str(REPO / "reports" / "benchmark"))
     ap.add_argument("--numerics-only", action="store_true",
-                    help="only the portable-against-fast comparison (reports/benchmark-numerics.*)")
+                    help="only the comparison of the numerics modes (reports/benchmark-numerics.*)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     dev, n = str(device), args.epochs

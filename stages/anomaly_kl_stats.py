@@ -38,7 +38,7 @@ def main() -> None:
         "train": mnist["train_x"][:p.data.train_limit],
         "test": mnist["test_x"][:p.data.test_limit],
         layout.NOISE: anomaly.uniform_noise_images(cfg.noise_images, cfg.seed + 1),
-        layout.FASHION: fashion["test_x"],
+        layout.FASHION: fashion["test_x"][:p.data.test_limit],  # the first N of each test set
         "noise_image": noise_image,
     }
     tensors = {name: to_tensor(x, device) for name, x in sets.items()}

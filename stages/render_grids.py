@@ -40,8 +40,8 @@ def main() -> None:
     model = load_checkpoint(layout.checkpoint(name), device)
     gen = torch.Generator().manual_seed(g.seed)
     with torch.no_grad():
-        recon = frames.recon_frame(model, originals, torch.randn(len(originals), model.latent_dim, generator=gen))
-        prior = torch.randn(g.prior_samples, model.latent_dim, generator=gen)
+        recon = frames.recon_frame(model, originals, numerics.randn((len(originals), model.latent_dim), generator=gen))
+        prior = numerics.randn((g.prior_samples, model.latent_dim), generator=gen)
         samples = frames.to_uint8(frames.tile(model.decode(prior), nrow=g.prior_nrow))
     artifacts.write_png(layout.figure(name, "reconstructions"), figures.upscale(recon.numpy(), g.reconstruction_scale))
     artifacts.write_png(layout.figure(name, "prior-samples"), samples.numpy())

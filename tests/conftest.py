@@ -337,6 +337,16 @@ def binarized(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def binarized_fashion(binarized) -> Path:
+    """Fashion-MNIST binarized as the binarize stage does it, beside :func:`binarized`."""
+    from mnist_vae.io import data
+
+    out = binarized.parent / "fashion-mnist.npz"
+    data.binarize_dataset(_mirror("FASHION_MNIST_MIRROR", "fashion-mnist"), out, raw_params()["data"]["threshold"])
+    return out
+
+
 @pytest.fixture
 def work(repo, tmp_path):
     """A full copy of the reproduced repository (git, DVC cache, outputs) that a test may change."""

@@ -1,15 +1,21 @@
-"""Probe: does the same seed give the same bytes on other x86-64 CPUs? (make probe)
+"""Probe: does the same seed give the same bytes on other CPUs? (make probe)
 
-Runs the real train and evaluate stages of one model on a small profile, natively and as other CPU
-models under qemu-user (Debian's `qemu-user`: `qemu-x86_64 -cpu Haswell-v4` is an Intel with
-AVX2, `-cpu EPYC-Rome` an AMD), each in its own scratch workspace, with nothing set by hand: the
-stages set their numerics up themselves from params.yaml. Then it compares every output byte
-for byte (timings aside).
+Runs the real train, evaluate, render-grids and anomaly-kl-stats stages of one model on a small
+profile, natively and as other CPUs under qemu-user, each in its own scratch workspace, with
+nothing set by hand: the stages set their numerics up themselves from params.yaml. Then it
+compares every output byte for byte (timings aside). The CPUs (TARGETS):
 
-Portable mode must give one set of bytes everywhere; fast mode must differ between the Intel
-and the AMD (else the probe could not tell the modes apart). Exit status 1 when either fails.
-qemu-user shows vendor and ISA differences (the CPU's cpuid, its instruction set); it has no
-AVX-512, so AVX-512 and AMX machines are covered by the pins, not by this probe.
+- x86-64, `qemu-x86_64` (Debian's qemu-user): `Haswell-v4`, an Intel with AVX2, and `EPYC-Rome`,
+  an AMD; qemu has no AVX-512, so AVX-512 and AMX machines are covered by the argument, not here;
+- aarch64, `qemu-aarch64` with an arm64 Python and this project's aarch64 wheels in a sysroot
+  (tools/aarch64_sysroot.sh builds it): `neoverse-n1` (NEON), and `max` with 256-bit SVE, where
+  torch reports SVE256 and runs its SVE kernels. (torch's aarch64 wheel stops with an illegal
+  instruction on an ARMv8.0 `cortex-a72`.)
+
+What must hold, else exit status 1:
+- universal mode: one set of bytes for every output on every CPU probed;
+- the probe has teeth: portable mode trains other bytes on aarch64 than here (when an aarch64
+  CPU is probed), and fast mode other bytes on an emulated x86 CPU than here.
 """
 
 from __future__ import annotations
@@ -31,25 +37,47 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from mnist_vae.io import layout  # noqa: E402
-from mnist_vae.core import numerics
+from mnist_vae.core import numerics  # noqa: E402
 
-# small enough that a stage under emulation (20-40x slower) takes seconds beyond torch's import
+# small enough that the four stages under emulation (20-40x slower) take a few minutes
 PROFILE = {
     "data": {"train_limit": 512, "test_limit": 200},
     "train": {"epochs": 1},
     "tracking": {"every": 4},
     "evaluate": {"iwae_k": 20, "iwae_images": 50, "iwae_chunk": 10},
+    "anomaly": {"noise_images": 200, "elbo_samples": 2},
 }
-CPUS = {"Intel": "Haswell-v4", "AMD": "EPYC-Rome"}  # a qemu CPU model of each vendor
+CPUS = {"Intel": "Haswell-v4", "AMD": "EPYC-Rome"}  # a qemu x86-64 CPU model of each vendor
+TARGETS = {  # name: (qemu binary, -cpu)
+    "Intel": ("qemu-x86_64", CPUS["Intel"]),
+    "AMD": ("qemu-x86_64", CPUS["AMD"]),
+    "neoverse-n1": ("qemu-aarch64", "neoverse-n1"),
+    "sve256": ("qemu-aarch64", "max,sve-default-vector-length=32"),
+}
+STAGES = ["train", "evaluate", "render_grids", "anomaly_kl_stats"]
+AARCH64_ROOT = Path(os.environ.get("MNIST_VAE_AARCH64_ROOT", Path.home() / ".cache/mnist-vae/aarch64"))
 
 
-def outputs(model: str) -> list[str]:
-    """What the train and evaluate stages write, timings aside."""
-    return [str(p) for p in (layout.checkpoint(model), layout.tracking_frames(model), layout.history(model),
-                             layout.train_metrics(model), layout.evaluation_arrays(model), layout.eval_metrics(model))]
+def outputs(model: str, stages: list[str]) -> list[str]:
+    """What the stages write, timings aside."""
+    out = []
+    if "train" in stages:
+        out += [layout.checkpoint(model), layout.tracking_frames(model), layout.history(model),
+                layout.train_metrics(model)]
+    if "evaluate" in stages:
+        out += [layout.evaluation_arrays(model), layout.eval_metrics(model)]
+    if "render_grids" in stages:
+        out += [layout.figure(model, name) for name in ("reconstructions", "prior-samples", "manifold",
+                                                        "latent-scatter")]
+    if "anomaly_kl_stats" in stages:
+        out += [layout.anomaly_arrays(model), layout.anomaly_metrics(model)]
+        out += [layout.roc_table(model, score, other) for score in ("kl", "neg_elbo")
+                for other in (layout.NOISE, layout.FASHION)]
+        out += [layout.anomaly_figure(model, stem) for stem in ("kl-histogram", "noise-image")]
+    return [str(p) for p in out]
 
 
-def workspace(root: Path, name: str, mode: str, data: Path) -> Path:
+def workspace(root: Path, name: str, mode: str, data: Path, fashion: Path) -> Path:
     """A scratch copy: params (the profile, the mode), dvc.yaml, stages, and the binarized data."""
     ws = root / name
     (ws / "data/binarized").mkdir(parents=True)
@@ -61,18 +89,22 @@ def workspace(root: Path, name: str, mode: str, data: Path) -> Path:
     raw["numerics"]["mode"] = mode
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     (ws / "data/binarized/mnist.npz").symlink_to(data.resolve())
+    (ws / "data/binarized/fashion-mnist.npz").symlink_to(fashion.resolve())
     return ws
 
 
-def clean_env() -> dict[str, str]:
+def clean_env(target: str | None) -> dict[str, str]:
     """This environment without any pin a person might have set: the stages must set their own."""
     env = {k: v for k, v in os.environ.items() if k not in {*numerics.PORTABLE_ENV, *numerics.THREAD_ENV}}
     env["PYTHONPATH"] = str(REPO / "src")
+    if target and TARGETS[target][0] == "qemu-aarch64":
+        env["PYTHONPATH"] = f"{AARCH64_ROOT / 'site'}:{REPO / 'src'}"
+        env["NUMBA_CACHE_DIR"] = str(AARCH64_ROOT / "numba-cache")
     return env
 
 
 # One interpreter runs the stages one after another, as DVC would run them one by one: under
-# emulation torch's import alone takes about half a minute, so a second one is worth saving.
+# emulation torch's import alone takes half a minute, so a second one is worth saving.
 DRIVER = """
 import runpy, sys
 for stage in sys.argv[2:]:
@@ -81,68 +113,110 @@ for stage in sys.argv[2:]:
 """
 
 
-def start(ws: Path, cpu: str | None, model: str, stages: list[str]) -> subprocess.Popen:
-    """Start the stages in `ws` (under qemu as `cpu`, or natively)."""
-    prefix = ["qemu-x86_64", "-cpu", cpu] if cpu else []
-    return subprocess.Popen([*prefix, sys.executable, "-c", DRIVER, model, *stages], cwd=ws, env=clean_env(),
+def command(target: str | None) -> list[str]:
+    if target is None:
+        return [sys.executable]
+    qemu, cpu = TARGETS[target]
+    if qemu == "qemu-aarch64":
+        sysroot = AARCH64_ROOT / "sysroot"
+        return [qemu, "-cpu", cpu, "-L", str(sysroot), str(sysroot / "usr/bin/python3.11")]
+    return [qemu, "-cpu", cpu, sys.executable]
+
+
+def start(ws: Path, target: str | None, model: str, stages: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([*command(target), "-c", DRIVER, model, *stages], cwd=ws, env=clean_env(target),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc: subprocess.Popen, ws: Path, what: str, model: str) -> dict[str, str]:
+def finish(proc: subprocess.Popen, ws: Path, what: str, model: str, stages: list[str]) -> dict[str, str]:
     """Wait for a run; md5 of each of its outputs."""
     _, err = proc.communicate()
     if proc.returncode != 0:
-        sys.exit(f"probe: {what} failed:\n{err[-2000:]}")
-    return {name: hashlib.md5((ws / name).read_bytes()).hexdigest() for name in outputs(model)
+        sys.exit(f"probe: {what} failed:\n{err[-3000:]}")
+    return {name: hashlib.md5((ws / name).read_bytes()).hexdigest() for name in outputs(model, stages)
             if (ws / name).exists()}
+
+
+def plan(targets: list[str]) -> list[tuple[str, str | None, list[str]]]:
+    """(mode, target or None for this CPU, stages) of every run: universal everywhere, and the
+    runs that show the probe's teeth (portable on aarch64, fast on an emulated x86)."""
+    runs = [("universal", None, STAGES), *(("universal", t, STAGES) for t in targets)]
+    arm = [t for t in targets if TARGETS[t][0] == "qemu-aarch64"]
+    x86 = [t for t in targets if TARGETS[t][0] == "qemu-x86_64"]
+    if arm:
+        runs += [("portable", None, ["train"]), ("portable", arm[0], ["train"])]
+    if x86:
+        runs += [("fast", None, ["train"]), ("fast", x86[0], ["train"])]
+    return runs
+
+
+def verdict(results: list[dict], model: str) -> dict:
+    universal = [r["md5"] for r in results if r["mode"] == "universal"]
+    full = len(outputs(model, STAGES))
+    same = all(h == universal[0] for h in universal) and len(universal[0]) == full
+    differing = sorted({name for h in universal for name in h if h[name] != universal[0].get(name)})
+    out = {"universal_identical": same, "universal_differing": differing}
+    for mode, key in (("portable", "portable_differs_on_aarch64"), ("fast", "fast_differs_on_x86")):
+        pair = [r["md5"] for r in results if r["mode"] == mode]
+        if pair:
+            out[key] = pair[0] != pair[1]
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="the model to train (default: the first under `models` in params.yaml)")
     ap.add_argument("--data", default="data/binarized/mnist.npz", type=Path)
-    ap.add_argument("--cpus", nargs="+", default=list(CPUS.values()), help="qemu CPU models (qemu-x86_64 -cpu help)")
-    ap.add_argument("--json", type=Path, help="also write the hashes here")
+    ap.add_argument("--fashion", default="data/binarized/fashion-mnist.npz", type=Path)
+    ap.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS),
+                    help="the emulated CPUs (default: all)")
+    ap.add_argument("--json", type=Path, help="also write the hashes and the verdict here")
     ap.add_argument("--parallel", type=int, default=2, help="runs at a time")
     args = ap.parse_args()
     args.model = args.model or next(iter(yaml.safe_load((REPO / "params.yaml").read_text())["models"]))
     if not numerics.is_x86_64():
-        sys.exit("probe: needs an x86-64 machine (qemu-x86_64 emulates x86-64 CPUs)")
-    if shutil.which("qemu-x86_64") is None:
-        sys.exit("probe: needs qemu-x86_64 (Debian/Ubuntu: apt-get install qemu-user)")
-    if not args.data.exists():
-        sys.exit(f"probe: {args.data} is missing; run `dvc repro binarize` first")
-    both = ["train", "evaluate"]
-    plan = [*(("portable", cpu, both) for cpu in args.cpus), ("fast", args.cpus[0], ["train"]),
-            ("portable", None, both), ("fast", None, ["train"])]
-    results = []
+        sys.exit("probe: needs an x86-64 machine (qemu-user emulates the other CPUs from there)")
+    for qemu in sorted({TARGETS[t][0] for t in args.targets}):
+        if shutil.which(qemu) is None:
+            sys.exit(f"probe: needs {qemu} (Debian/Ubuntu: apt-get install qemu-user)")
+    if any(TARGETS[t][0] == "qemu-aarch64" for t in args.targets) and not (AARCH64_ROOT / ".complete").exists():
+        sys.exit(f"probe: no aarch64 Python at {AARCH64_ROOT}; build it with tools/aarch64_sysroot.sh "
+                 f"(or set MNIST_VAE_AARCH64_ROOT)")
+    for path in (args.data, args.fashion):
+        if not path.exists():
+            sys.exit(f"probe: {path} is missing; run `dvc repro binarize` first")
+    runs, results = plan(args.targets), []
     with tempfile.TemporaryDirectory(prefix="probe-numerics-") as tmp:
         # two runs at a time: an emulated CPU keeps about one core busy
-        for batch in (plan[i:i + args.parallel] for i in range(0, len(plan), args.parallel)):
+        for batch in (runs[i:i + args.parallel] for i in range(0, len(runs), args.parallel)):
             t0 = time.perf_counter()
             running = []
-            for mode, cpu, stages in batch:
-                ws = workspace(Path(tmp), f"run{len(results) + len(running)}", mode, args.data)
-                running.append((mode, cpu, stages, ws, start(ws, cpu, args.model, stages)))
-            for mode, cpu, stages, ws, proc in running:
-                what = f"{mode} {' and '.join(stages)} on {cpu or 'this CPU'}"
-                hashes = finish(proc, ws, what, args.model)
+            for mode, target, stages in batch:
+                ws = workspace(Path(tmp), f"run{len(results) + len(running)}", mode, args.data, args.fashion)
+                running.append((mode, target, stages, ws, start(ws, target, args.model, stages)))
+            for mode, target, stages, ws, proc in running:
+                what = f"{mode} {', '.join(stages)} on {target or 'this CPU'}"
+                hashes = finish(proc, ws, what, args.model, stages)
                 seconds = time.perf_counter() - t0
-                results.append({"mode": mode, "cpu": cpu or "native", "stages": stages, "md5": hashes,
-                                "seconds": round(seconds, 1)})
-                print(f"{mode:8s} {cpu or 'native':11s} {seconds:6.1f} s  "
-                      + "  ".join(f"{Path(k).name}:{v[:8]}" for k, v in hashes.items()), flush=True)
-    portable = [r["md5"] for r in results if r["mode"] == "portable"]
-    fast = [r["md5"] for r in results if r["mode"] == "fast"]
-    same_portable = all(h == portable[0] for h in portable) and len(portable[0]) == len(outputs(args.model))
-    fast_differs = fast[0] != fast[1]
-    verdict = {"portable_identical": same_portable, "fast_differs": fast_differs, "runs": results}
+                ran = json.loads((ws / layout.timings(args.model, "train")).read_text())["machine"]
+                results.append({"mode": mode, "cpu": target or "native", "stages": stages, "md5": hashes,
+                                "seconds": round(seconds, 1), "isa": ran.get("isa"),
+                                "cpu_capability": ran["cpu_capability"], "bitwise_promise": ran["bitwise_promise"]})
+                print(f"{mode:9s} {target or 'native':11s} {ran.get('isa', '?'):7s} {ran['cpu_capability']:7s} "
+                      f"{seconds:6.1f} s  {len(hashes)} outputs  "
+                      + "  ".join(f"{Path(k).name}:{v[:6]}" for k, v in list(hashes.items())[:4]), flush=True)
+    result = verdict(results, args.model)
     if args.json:
-        args.json.write_text(json.dumps(verdict, indent=1) + "\n")
-    print(f"portable: {'the same bytes' if same_portable else 'DIFFERENT bytes'} on "
-          f"{', '.join(r['cpu'] for r in results if r['mode'] == 'portable')}")
-    print(f"fast: {'differs' if fast_differs else 'the SAME bytes'} between native and {args.cpus[0]}")
-    if not (same_portable and fast_differs):
+        args.json.write_text(json.dumps({**result, "runs": results}, indent=1) + "\n")
+    cpus = ", ".join(r["cpu"] for r in results if r["mode"] == "universal")
+    print(f"universal: {'the same bytes' if result['universal_identical'] else 'DIFFERENT bytes'} "
+          f"({len(outputs(args.model, STAGES))} outputs) on {cpus}"
+          + (f"; differing: {', '.join(result['universal_differing'])}" if result["universal_differing"] else ""))
+    for key, label in (("portable_differs_on_aarch64", "portable on aarch64"), ("fast_differs_on_x86", "fast on x86")):
+        if key in result:
+            print(f"{label}: {'other bytes than here (the probe has teeth)' if result[key] else 'the SAME bytes'}")
+    if not (result["universal_identical"] and all(result.get(k, True) for k in
+                                                   ("portable_differs_on_aarch64", "fast_differs_on_x86"))):
         sys.exit(1)
 
 

@@ -61,7 +61,8 @@ def main() -> None:
     ap.add_argument("--compare-only", action="store_true")
     ap.add_argument("--rev", default="HEAD", help="the commit whose metrics are the reference")
     ap.add_argument("--statistical", action="store_true", help="the tolerances of tolerances.yaml even where the "
-                                                               "runs are exact (portable numerics on x86-64)")
+                                                               "runs are exact (universal numerics, or portable on "
+                                                               "x86-64)")
     args = ap.parse_args()
     try:  # first: a broken tolerances file must not wait for a full reproduction
         rules = gate.load_rules()
@@ -84,7 +85,8 @@ def main() -> None:
         rows = gate.compare_exact(diff, rules)
         rows += gate.compare_outputs(git_show(args.rev, "dvc.lock"), Path("dvc.lock").read_text())
     else:
-        print("statistical mode: the tolerances of tolerances.yaml (the runs are not both portable on x86-64)")
+        print("statistical mode: the tolerances of tolerances.yaml (the runs do not both promise bits: universal "
+              "numerics on a CPU, or portable on x86-64)")
         rows = gate.compare(diff, rules)
     print(gate.table(rows))
     for name, seconds in timings.items():
@@ -101,7 +103,7 @@ def main() -> None:
                           for r in drift[:3]) + (f"; and {len(drift) - 3} more" if len(drift) > 3 else "")
         if exact:
             sys.exit(f"repro-check: FAILED: {len(drift)} metric(s) or output(s) differ from the committed run, which "
-                     f"a portable rerun on x86-64 must equal (the DRIFT rows above): {named}")
+                     f"a bit-promising rerun must equal (the DRIFT rows above): {named}")
         sys.exit(f"repro-check: FAILED: {len(drift)} metric(s) drifted beyond tolerance or are not usable numbers "
                  f"(the DRIFT and FAIL rows above; drift/sigma is the drift in units of the measured spread of a "
                  f"difference of two runs): {named}")

@@ -2,6 +2,7 @@
 the one-line refusals, and the probe on emulated Intel and AMD CPUs (tools/probe_numerics.py)."""
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -71,7 +72,7 @@ def test_autograd_and_float64_keep_f_linear(portable_state):
 
 def test_portable_mode_needs_a_thread_count():
     with pytest.raises(ParamsError, match="numerics.threads.*fixed thread count"):
-        params_with({"numerics.threads": None})
+        params_with({"numerics.threads": None, "numerics.mode": "portable"})
     with pytest.raises(ParamsError, match="numerics.mode"):
         params_with({"numerics.mode": "exact"})
     assert params_with({"numerics.mode": "fast", "numerics.threads": None}).numerics.threads is None
@@ -80,7 +81,7 @@ def test_portable_mode_needs_a_thread_count():
 def test_entering_portable_mode_after_torch_was_imported_refuses_in_one_line(monkeypatch):
     for name in numerics.PORTABLE_ENV:
         monkeypatch.delenv(name, raising=False)
-    cfg = params_with().numerics
+    cfg = params_with({"numerics.mode": "portable"}).numerics
     with pytest.raises(numerics.NumericsError) as err:
         numerics.enter(cfg)
     message = str(err.value)
@@ -117,7 +118,7 @@ print(json.dumps(record))
 def test_a_fresh_process_enters_portable_mode_with_nothing_set_by_hand():
     record = _stage_probe(ENTER.format(mode="portable", threads=1))
     assert record == {"numerics": "portable", "threads": 1, "cpu_capability": "AVX2", "bitwise_promise": True,
-                      "env": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+                      "isa": "x86_64", "env": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
                       "torch_threads": 1}
 
 
@@ -136,7 +137,32 @@ def test_a_cpu_torch_cannot_run_at_avx2_is_refused_in_one_line(monkeypatch):
     for name, value in numerics.environment("portable", torch.get_num_threads()).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
-    cfg = params_with({"numerics.threads": torch.get_num_threads()}).numerics
+    cfg = params_with({"numerics.threads": torch.get_num_threads(), "numerics.mode": "portable"}).numerics
     with pytest.raises(numerics.NumericsError) as err:
         numerics.enter(cfg)
     assert "\n" not in str(err.value) and "numerics.mode: fast" in str(err.value) and "DEFAULT" in str(err.value)
+
+
+def test_a_fresh_process_enters_universal_mode_unpinned_with_the_promise_on_any_cpu():
+    """Universal mode pins no library (its bits do not depend on the kernels) and drops pins a
+    portable parent left; it promises bits on a CPU, whatever the ISA and the thread count."""
+    record = _stage_probe(ENTER.format(mode="universal", threads=1), MKL_CBWR="COMPATIBLE",
+                          ATEN_CPU_CAPABILITY="avx2")
+    assert record["numerics"] == "universal" and record["bitwise_promise"] is True and record["threads"] == 1
+    assert record["env"] == {"MKL_CBWR": None, "ATEN_CPU_CAPABILITY": None, "ONEDNN_MAX_CPU_ISA": None}
+    assert record["isa"] == platform.machine()
+
+
+def test_universal_mode_refuses_mps_and_the_autograd_step_in_one_line(monkeypatch):
+    from mnist_vae.core import step
+    from mnist_vae.core.model import VAE
+
+    monkeypatch.setitem(numerics._state, "mode", "universal")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert numerics.device_for("auto") in ("cpu", "cuda")  # auto skips MPS: no float64 there
+    with pytest.raises(numerics.NumericsError, match="float64.*train.device: cpu") as err:
+        numerics.enter(params_with({"numerics.threads": None}).numerics, device="mps")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ParamsError, match="train.step.*fused") as err:
+        step.make_step(VAE(2, [8]), 1e-3, 4, "autograd")
+    assert "\n" not in str(err.value)

@@ -401,12 +401,12 @@ def test_dvc_push_pull_round_trip(work, tmp_path):
 
 
 @pytest.mark.parametrize("mode, shift, flag, tolerance, message", [
-    ("exact", 0.05, [], "exact", "a portable rerun on x86-64 must equal"),
+    ("exact", 0.05, [], "exact", "a bit-promising rerun must equal"),
     ("statistical", 2.0, ["--statistical"], "abs", "drifted beyond tolerance"),
 ])
 def test_gate_fails_with_table_when_a_committed_metric_differs(work, mode, shift, flag, tolerance, message):
     """A committed 20-d test_loss off the reproduced one: the gate fails with the table. Both runs
-    are portable on this x86-64 CPU, so the gate is exact and 0.05 nats fail; with --statistical
+    are universal (bits promised on any CPU), so the gate is exact and 0.05 nats fail; with --statistical
     (the tolerances for other machines and fast mode) 2 nats do."""
     path = work / layout.train_metrics("vae20d")
     real = path.read_text()

@@ -1,5 +1,7 @@
-"""The numerics probe (tools/probe_numerics.py): the same bytes on this CPU and on an emulated CPU
-of the other vendor in portable mode, other bytes in fast mode."""
+"""The numerics probe (tools/probe_numerics.py): universal numerics gives the same bytes on this
+CPU and on emulated ones, the x86 vendor this machine is not (in `make test`) and two aarch64
+CPUs (CI's own step, `pytest -m aarch64`); portable and fast mode give other bytes there, so the
+probe can fail."""
 
 import json
 import os
@@ -12,35 +14,68 @@ from conftest import REPO, load_script, mirror_env
 
 from mnist_vae.core import machine, numerics
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not numerics.is_x86_64(),
+                                                   reason="qemu-user emulates the other CPUs from an x86-64 one")]
+
+
+def probe():
+    return load_script("tools/probe_numerics.py")
 
 
 def other_vendor() -> list[str]:
-    """The probe's emulated CPU of the other vendor than this machine's (an AMD emulates an Intel
-    and the other way round); both where the vendor is neither. `make probe` runs both always."""
+    """The probe's emulated x86 CPU of the other vendor than this machine's (an AMD emulates an
+    Intel and the other way round); both where the vendor is neither. `make probe` runs all."""
     name = machine.cpu_name()
-    return [cpu for vendor, cpu in load_script("tools/probe_numerics.py").CPUS.items() if vendor not in name]
+    return [vendor for vendor in probe().CPUS if vendor not in name]
+
+
+def need(what: str, present: bool, how: str) -> None:
+    """Fail under REQUIRE_QEMU=1 (CI), else skip, when the probe's emulator or sysroot is missing."""
+    if present:
+        return
+    if os.environ.get("REQUIRE_QEMU") == "1":
+        pytest.fail(f"{what} is missing ({how}); REQUIRE_QEMU=1 says the probe must run")
+    pytest.skip(f"{what} is missing ({how})")
+
+
+def run_probe(binarized, binarized_fashion, tmp_path, targets: list[str]) -> tuple[dict, subprocess.CompletedProcess]:
+    out = tmp_path / "probe.json"
+    proc = subprocess.run([sys.executable, "tools/probe_numerics.py", "--data", str(binarized), "--fashion",
+                           str(binarized_fashion), "--targets", *targets, "--json", str(out)], cwd=REPO,
+                          env=mirror_env(), capture_output=True, text=True, timeout=1800)
+    assert out.exists(), proc.stdout + proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc
 
 
 @pytest.mark.long
-@pytest.mark.skipif(not numerics.is_x86_64(), reason="qemu-x86_64 emulates x86-64 CPUs")
-def test_probe_same_bytes_on_an_emulated_cpu_of_the_other_vendor_in_portable_mode_and_not_in_fast(binarized,
-                                                                                                   tmp_path):
-    """tools/probe_numerics.py: the train and evaluate stages natively and as an emulated CPU of
-    the other vendor under qemu-user (a Haswell, Intel with AVX2, on an AMD machine; an EPYC-Rome,
-    AMD, on an Intel one): portable mode gives one set of bytes, fast mode gives the emulated CPU
-    other bytes. CI installs qemu-user (.ci/run) and sets REQUIRE_QEMU=1."""
-    if shutil.which("qemu-x86_64") is None:
-        if os.environ.get("REQUIRE_QEMU") == "1":
-            pytest.fail("qemu-x86_64 is missing (apt-get install qemu-user); REQUIRE_QEMU=1 says it must run")
-        pytest.skip("qemu-x86_64 is not installed (apt-get install qemu-user)")
-    out, cpus = tmp_path / "probe.json", other_vendor()
-    proc = subprocess.run([sys.executable, "tools/probe_numerics.py", "--data", str(binarized), "--cpus", *cpus,
-                           "--json", str(out)], cwd=REPO, env=mirror_env(), capture_output=True, text=True,
-                          timeout=900)
-    assert out.exists(), proc.stdout + proc.stderr[-3000:]
-    verdict = json.loads(out.read_text())
-    assert verdict["portable_identical"], proc.stdout
-    assert verdict["fast_differs"], proc.stdout
+def test_universal_bytes_on_an_emulated_x86_cpu_of_the_other_vendor_and_fast_mode_differs(binarized,
+                                                                                          binarized_fashion, tmp_path):
+    """Train, evaluate, render-grids and anomaly-kl-stats natively and as the other vendor's CPU
+    under qemu-x86_64 (a Haswell, Intel with AVX2, on an AMD machine; an EPYC-Rome, AMD, on an
+    Intel one): universal numerics gives all 18 outputs the same bytes; fast mode trains other
+    bytes there. CI installs qemu-user (.ci/run) and sets REQUIRE_QEMU=1."""
+    need("qemu-x86_64", shutil.which("qemu-x86_64") is not None, "apt-get install qemu-user")
+    targets = other_vendor()
+    verdict, proc = run_probe(binarized, binarized_fashion, tmp_path, targets)
+    assert verdict["universal_identical"], proc.stdout
+    assert verdict["fast_differs_on_x86"], proc.stdout
     assert proc.returncode == 0
-    assert {r["cpu"] for r in verdict["runs"] if r["mode"] == "portable"} == {"native", *cpus}
+    runs = [r for r in verdict["runs"] if r["mode"] == "universal"]
+    assert {r["cpu"] for r in runs} == {"native", *targets}
+    assert all(len(r["md5"]) == len(probe().outputs("vae20d", probe().STAGES)) == 18 for r in runs)
+
+
+@pytest.mark.aarch64
+def test_universal_bytes_on_two_emulated_arm_cpus_and_portable_mode_differs(binarized, binarized_fashion, tmp_path):
+    """The same four stages under qemu-aarch64 as an Arm Neoverse N1 (NEON) and as an ARMv9 with
+    256-bit SVE (torch's SVE256 kernels), with Debian's arm64 Python and the lock's aarch64 wheels
+    (tools/aarch64_sysroot.sh): universal numerics gives every output the bytes it has here;
+    portable mode, whose promise ends at x86-64, trains other bytes on aarch64. CI's own step."""
+    need("qemu-aarch64", shutil.which("qemu-aarch64") is not None, "apt-get install qemu-user")
+    root = probe().AARCH64_ROOT
+    need(f"an aarch64 Python at {root}", (root / ".complete").exists(), "tools/aarch64_sysroot.sh builds it")
+    verdict, proc = run_probe(binarized, binarized_fashion, tmp_path, ["neoverse-n1", "sve256"])
+    assert verdict["universal_identical"], proc.stdout
+    assert verdict["portable_differs_on_aarch64"], proc.stdout
+    assert proc.returncode == 0
+    assert {r["cpu"] for r in verdict["runs"] if r["mode"] == "universal"} == {"native", "neoverse-n1", "sve256"}

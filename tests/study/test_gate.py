@@ -147,7 +147,7 @@ def test_report_rules_show_the_metric_and_fail_only_beyond_sanity():
     assert [r.problem for r in gate.failures(rows)] == ["vanished (not in the new run)"]
 
 
-# --- exact mode (portable numerics on x86-64) ---------------------------------------------------
+# --- exact mode (universal numerics on any CPU, portable on x86-64) ------------------------------
 
 def _committed_flat() -> dict:
 
@@ -172,23 +172,31 @@ def _committed_machines() -> dict:
 
 
 PORTABLE = {"numerics": "portable", "bitwise_promise": True, "threads": 2, "cpu_capability": "AVX2"}
+UNIVERSAL = {"numerics": "universal", "bitwise_promise": True, "threads": 2, "cpu_capability": "AVX2",
+             "isa": "x86_64"}
+UNIVERSAL_ARM = {**UNIVERSAL, "cpu_capability": "SVE256", "isa": "aarch64", "threads": 4}
 
 
-def test_the_committed_run_is_portable_so_a_rerun_on_x86_64_is_held_exactly():
+def test_the_committed_run_is_universal_so_a_rerun_on_any_cpu_is_held_exactly():
     machines = _committed_machines()
     assert gate.exact_mode(machines, machines)
-    assert all(m["numerics"] == "portable" and m["bitwise_promise"] for m in machines.values())
+    assert all(m["numerics"] == "universal" and m["bitwise_promise"] for m in machines.values())
+    arm = {model: UNIVERSAL_ARM for model in machines}
+    assert "any CPU" in gate.exact_mode(arm, machines)
 
 
 @pytest.mark.parametrize("new, committed, exact", [
     ({"a": PORTABLE}, {"a": PORTABLE}, True),
+    ({"a": UNIVERSAL_ARM}, {"a": UNIVERSAL}, True),  # an aarch64 rerun of an x86-64 run
+    ({"a": UNIVERSAL}, {"a": PORTABLE}, False),  # another mode: other bits
     ({"a": PORTABLE}, {"a": {**PORTABLE, "numerics": "fast", "bitwise_promise": False}}, False),
     ({"a": {**PORTABLE, "bitwise_promise": False}}, {"a": PORTABLE}, False),  # aarch64, CUDA
+    ({"a": {**UNIVERSAL, "bitwise_promise": False}}, {"a": UNIVERSAL}, False),  # CUDA
     ({"a": PORTABLE}, {"a": None}, False),  # a commit without a machine record
     ({"a": PORTABLE}, {"a": PORTABLE, "b": PORTABLE}, False),  # another set of models
     ({}, {}, False),
 ])
-def test_exact_mode_needs_every_run_portable_with_the_promise(new, committed, exact):
+def test_exact_mode_needs_every_run_in_one_bit_promising_mode(new, committed, exact):
     assert bool(gate.exact_mode(new, committed)) is exact
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from . import numerics
 from .objective import iwae_bound
 from .inference import encode_all, evaluate_elbo
 
@@ -19,7 +20,12 @@ log = logging.getLogger(__name__)
 def active_units(model, x: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
     """Number of latent dims whose posterior mean varies over the data: Cov_x(E_q[z_d]) > threshold."""
     mu, _ = encode_all(model, x)
-    variance = mu.var(dim=0)
+    if numerics.universal():
+        from .exact import variance as exact_variance
+
+        variance = exact_variance(mu, 0)
+    else:
+        variance = mu.var(dim=0)
     return int((variance > threshold).sum()), variance
 
 
@@ -56,12 +62,13 @@ def evaluate_model(model, test_x: torch.Tensor, cfg: Any, progress: bool = True)
     iwae_x = test_x[:cfg.iwae_images]
     nll = iwae_nll(model, iwae_x, cfg.iwae_k, cfg.seed, cfg.iwae_chunk, progress=progress)
     n_active, variance = active_units(model, test_x, cfg.active_unit_threshold)
+    nll_mean = float(numerics.mean(nll))
     metrics = {
         "test_neg_elbo": elbo["loss"],
-        "test_iwae_nll": float(nll.mean()),
+        "test_iwae_nll": nll_mean,
         "iwae_k": cfg.iwae_k,
         "iwae_images": len(iwae_x),
-        "iwae_gap": elbo["loss"] - float(nll.mean()),
+        "iwae_gap": elbo["loss"] - nll_mean,
         "active_units": n_active,
         "latent_dim": model.latent_dim,
     }

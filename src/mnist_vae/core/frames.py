@@ -12,10 +12,11 @@ SIDE = 28
 def manifold_coordinates(n: int, q_low: float, q_high: float) -> np.ndarray:
     """g = Phi^-1(linspace(q_low, q_high, n)): evenly spaced quantiles of N(0, 1)."""
     # ndtri is scipy.stats.norm.ppf's own kernel (the same bits, tests/core/test_frames.py), without
-    # the import of scipy.stats, which is slow and would be paid by every stage that draws a manifold
-    from scipy.special import ndtri
+    # the import of scipy.stats, which is slow and would be paid by every stage that draws a manifold;
+    # universal mode's is exact.ndtri (scipy's calls the platform's libm)
+    from . import numerics
 
-    return ndtri(np.linspace(q_low, q_high, n))
+    return numerics.normal_quantiles(np.linspace(q_low, q_high, n))
 
 
 def manifold_latents(n: int, q_low: float, q_high: float, latent_dim: int = 2) -> torch.Tensor:
@@ -61,5 +62,7 @@ def recon_frame(model, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Originals (top row) over their reconstructions (decoder probabilities of one forward
     pass), 56 x (28 k) uint8."""
     logits, _, _ = model(x, eps)
-    return to_uint8(torch.cat([tile(x, nrow=len(x)), tile(torch.sigmoid(logits), nrow=len(x))], dim=0))
+    from . import numerics
+
+    return to_uint8(torch.cat([tile(x, nrow=len(x)), tile(numerics.sigmoid(logits), nrow=len(x))], dim=0))
 

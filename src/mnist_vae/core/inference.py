@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from . import numerics
 from .objective import bernoulli_nll_fast, kl_divergence
 
 
@@ -27,9 +28,9 @@ def evaluate_elbo(model, x: torch.Tensor, batch_size: int, generator: torch.Gene
     kl_sum = torch.zeros((), device=x.device)
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]
-        eps = torch.randn((len(xb), model.latent_dim), generator=generator, device=x.device)
+        eps = numerics.randn((len(xb), model.latent_dim), generator=generator, device=x.device)
         logits, mu, logvar = model(xb, eps)
-        bce_sum += bernoulli_nll_fast(logits, xb).sum()
-        kl_sum += kl_divergence(mu, logvar).sum()
+        bce_sum += numerics.sum(bernoulli_nll_fast(logits, xb))
+        kl_sum += numerics.sum(kl_divergence(mu, logvar))
     bce, kl = bce_sum.item() / len(x), kl_sum.item() / len(x)
     return {"bce": bce, "kl": kl, "loss": bce + kl}

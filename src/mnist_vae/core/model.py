@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -20,6 +21,19 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return numerics.linear(x, self.weight, self.bias)
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's init (uniform in +-1/sqrt(fan_in), weights and bias); in universal mode
+        from torch.rand in two exact steps (exact.uniform), since uniform_ differs by CPU."""
+        if not numerics.universal():
+            return super().reset_parameters()
+        from . import exact
+
+        bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+        with torch.no_grad():
+            self.weight.copy_(exact.uniform(self.weight.shape, -bound, bound))
+            if self.bias is not None:
+                self.bias.copy_(exact.uniform(self.bias.shape, -bound, bound))
 
 
 def _mlp(sizes: list[int]) -> list[nn.Module]:
@@ -63,11 +77,11 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Bernoulli probabilities of the 784 pixels."""
-        return torch.sigmoid(self.decoder(z))
+        return numerics.sigmoid(self.decoder(z))
 
     @staticmethod
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return mu + torch.exp(0.5 * logvar) * eps
+        return mu + numerics.exp(0.5 * logvar) * eps
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(decoder logits, mu, logvar) for one z sample per image, z = mu + sigma * eps."""

@@ -1,5 +1,11 @@
-"""How torch computes on a CPU: `portable` (the same bits on every x86-64 CPU with AVX2, Intel or
-AMD, with or without AVX-512 or AMX) or `fast` (each CPU's own fastest kernels).
+"""How torch computes: `universal` (the same bits on every CPU, x86-64 or ARM, built from
+arithmetic whose result IEEE 754 fixes: mnist_vae.core.exact), `portable` (the same bits on every
+x86-64 CPU with AVX2, Intel or AMD, from pinned library kernels) or `fast` (each CPU's own
+fastest kernels).
+
+Universal mode needs no pin: every product, sum and function goes through mnist_vae.core.exact,
+whose float32 results do not depend on which kernel a library picks. The rest of this docstring
+is about portable mode.
 
 Why bits differ between CPUs at all: the libraries under torch pick code paths per CPU. MKL picks
 its sgemm and vector-math (exp, log) branch by vendor and ISA, ATen its kernels (sigmoid, sums,
@@ -33,7 +39,7 @@ from ..io.errors import MnistVaeError
 
 log = logging.getLogger(__name__)
 
-MODES = ("portable", "fast")
+MODES = ("universal", "portable", "fast")
 
 PORTABLE_ENV = {
     "MKL_CBWR": "COMPATIBLE",
@@ -78,7 +84,7 @@ def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
         if clash:
             raise NumericsError(f"numerics: torch was imported before the {mode} settings were made "
                                 f"({', '.join(clash)}); call numerics.enter() first")
-    elif mode == "fast":  # fast mode must not inherit a portable parent's pins (a stage started by a test)
+    elif mode != "portable":  # nor inherit a portable parent's pins (a stage started by a test): no cap needed
         for name in PORTABLE_ENV:
             os.environ.pop(name, None)
     os.environ.update(wanted)
@@ -91,9 +97,17 @@ def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
                                 f"= {threads}")
     record = {"numerics": mode, "threads": torch.get_num_threads(),
               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    record["isa"] = platform.machine()
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if mode == "portable":
+        device = "cuda" if torch.cuda.is_available() else \
+            "mps" if torch.backends.mps.is_available() and mode != "universal" else "cpu"
+    if mode == "universal":
+        if device.split(":")[0] == "mps":
+            raise NumericsError("numerics: universal mode takes its products in float64, which Apple's MPS "
+                                "does not have; set train.device: cpu (or numerics.mode: fast) in params.yaml")
+        # exact on any device in principle (float64 products of integers), measured on CPUs only
+        record["bitwise_promise"] = device.split(":")[0] == "cpu"
+    elif mode == "portable":
         reason = _no_promise(device)
         if reason:
             log.warning("numerics: portable mode promises the same bytes only on x86-64 CPUs with AVX2; %s, so "
@@ -137,11 +151,121 @@ def portable() -> bool:
     return _state["mode"] == "portable"
 
 
+def universal() -> bool:
+    return _state["mode"] == "universal"
+
+
+def device_for(name: str) -> str:
+    """What `train.device: auto` means under this mode: universal mode skips Apple's MPS (no float64)."""
+    if name != "auto" or not universal():
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# The ops that differ between modes: universal mode's come from mnist_vae.core.exact (float32;
+# other dtypes and tensors that need autograd take torch's own), the others are torch's.
+
+def _exact(*tensors) -> bool:
+    import torch
+
+    return _state["mode"] == "universal" and all(t.dtype == torch.float32 for t in tensors) and \
+        not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def exp(x):
+    import torch
+
+    from . import exact
+
+    return exact.exp(x) if _exact(x) else torch.exp(x)
+
+
+def sigmoid(x):
+    import torch
+
+    from . import exact
+
+    return exact.sigmoid(x) if _exact(x) else torch.sigmoid(x)
+
+
+def sum(x, dim=None):  # noqa: A001 - the mode's sum
+    from . import exact
+
+    if not _exact(x):
+        return x.sum() if dim is None else x.sum(dim=dim)
+    return exact.tree_sum(x.reshape(-1), 0) if dim is None else exact.tree_sum(x, dim)
+
+
+def mean(x, dim=None):
+    from . import exact
+
+    if not _exact(x):
+        return x.mean() if dim is None else x.mean(dim=dim)
+    return exact.tree_mean(x.reshape(-1), 0) if dim is None else exact.tree_mean(x, dim)
+
+
+def logsumexp(x, dim: int):
+    import torch
+
+    from . import exact
+
+    return exact.logsumexp(x, dim) if _exact(x) else torch.logsumexp(x, dim=dim)
+
+
+def logaddexp(a, b):
+    import torch
+
+    from . import exact
+
+    return exact.logaddexp(a, b) if _exact(a, b) else torch.logaddexp(a, b)
+
+
+def log_of(k: int) -> float:
+    """ln k as a Python float: libm's log in portable and fast mode, :func:`exact.log64` in universal."""
+    import math
+
+    from . import exact
+
+    return exact.log64(k) if universal() else math.log(k)
+
+
+def randn(shape, generator=None, device=None):
+    """Standard normal samples: exact.randn (Box-Muller on torch.rand's bits) in universal mode,
+    torch.randn otherwise."""
+    import torch
+
+    from . import exact
+
+    if universal():
+        return exact.randn(shape, generator=generator, device=device)
+    return torch.randn(shape, generator=generator, device=device)
+
+
+def normal_quantiles(p) -> "np.ndarray":
+    """Phi^-1(p), float64: exact.ndtri in universal mode, scipy's ndtri otherwise."""
+    import numpy as np
+
+    from . import exact
+
+    if universal():
+        return np.asarray(exact.ndtri(p), dtype=np.float64)
+    from scipy.special import ndtri
+
+    return ndtri(np.asarray(p, dtype=np.float64))
+
+
 def linear(h, weight, bias=None):
-    """h W^T + b. In portable mode on a CPU (float32, no autograd) through oneDNN, whose products
-    are the same on every CPU at a fixed ISA; elsewhere F.linear. Equal within float rounding."""
+    """h W^T + b. In universal mode (float32, no autograd) an exact product (exact.linear); in
+    portable mode on a CPU through oneDNN, whose products are the same on every CPU at a fixed
+    ISA; elsewhere F.linear. Equal within float rounding."""
     import torch.nn.functional as F
 
+    if _exact(h, weight):
+        from . import exact
+
+        return exact.linear(h, weight, bias)
     if _through_onednn(h, weight):
         from .torch_private import onednn_linear
 
@@ -163,6 +287,10 @@ def linear_into(out, h, weight, bias=None):
     torch.addmm / torch.mm with out= (MKL's sgemm on a CPU); portable mode: oneDNN, copied in."""
     import torch
 
+    if _exact(h, weight):
+        from . import exact
+
+        return out.copy_(exact.linear(h, weight, bias))
     if _through_onednn(h, weight):
         from .torch_private import onednn_linear
 

@@ -15,6 +15,8 @@ LOG_2PI = math.log(2 * math.pi)
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) per image: -0.5 * sum(1 + logvar - mu^2 - exp(logvar))."""
+    if numerics.universal():
+        return numerics.sum(1 + logvar - mu * mu - numerics.exp(logvar), -1) * -0.5
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=-1)
 
 
@@ -46,6 +48,10 @@ def softplus_row_sums(logits: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
     F.softplus(l).sum(-1) within float rounding (tests/core/test_objective.py bounds the sum's error).
     """
     rows, width = logits.shape
+    if numerics.universal() and logits.dtype == torch.float32:
+        from . import exact
+
+        return exact.softplus_row_sums(logits, _product_group(width))
     positive = torch.clamp(logits, min=0, out=work).sum(-1)
     torch.abs(logits, out=work).sigmoid_()
     return positive - work.view(rows, -1, _product_group(width)).prod(-1).log_().sum(-1)
@@ -58,7 +64,7 @@ def bernoulli_nll_fast(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     `logits` is ... x 784 and `x` broadcasts to it."""
     flat = logits.reshape(-1, logits.shape[-1])
     softplus = softplus_row_sums(flat, torch.empty_like(flat)).view(logits.shape[:-1])
-    return softplus - (logits * x).sum(-1)
+    return softplus - numerics.sum(logits * x, -1)
 
 
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -85,7 +91,7 @@ def linear(h: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
     Why: MKL's sgemm, which addmm calls on a CPU, is slower than oneDNN for these shapes on the
     CPUs measured; `make bench` times both (docs/performance.md).
     Both are float32 products; they differ by rounding only (tests/core/test_objective.py)."""
-    if numerics.portable():
+    if numerics.portable() or numerics.universal():
         return numerics.linear(h, layer.weight, layer.bias)
     return torch_private.mkldnn_linear(h, layer.weight, layer.bias)
 
@@ -103,23 +109,23 @@ class _FusedLogWeights:
 
     def __init__(self, model, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
         self.hidden, self.last = model.decoder[:-1], model.decoder[-1]
-        self.mu, self.std = mu, torch.exp(0.5 * logvar)
+        self.mu, self.std = mu, numerics.exp(0.5 * logvar)
         self.x_w = numerics.linear(x, self.last.weight.t())              # B x H: x W
-        self.x_b = x @ self.last.bias                                    # B
-        self.half_logvar_sum = 0.5 * logvar.sum(-1)
+        self.x_b = numerics.linear(x, self.last.bias[None, :])[:, 0]     # B: x b
+        self.half_logvar_sum = 0.5 * numerics.sum(logvar, -1)
         self._work: dict[int, torch.Tensor] = {}
 
     def __call__(self, eps: torch.Tensor) -> torch.Tensor:
         n, b, _ = eps.shape
-        z = torch.addcmul(self.mu, self.std, eps)
+        z = self.mu + self.std * eps if numerics.universal() else torch.addcmul(self.mu, self.std, eps)
         hidden = self.hidden(z)                                          # n x B x H
         h = hidden.reshape(n * b, -1)
         if n * b not in self._work:
             self._work[n * b] = h.new_empty((n * b, self.last.out_features))
         logits = linear(h, self.last)
         softplus = softplus_row_sums(logits, self._work[n * b]).view(n, b)
-        x_dot_l = (hidden * self.x_w).sum(-1) + self.x_b
-        log_pz_minus_log_q = 0.5 * (eps.square().sum(-1) - z.square().sum(-1)) + self.half_logvar_sum
+        x_dot_l = numerics.sum(hidden * self.x_w, -1) + self.x_b
+        log_pz_minus_log_q = 0.5 * (numerics.sum(eps * eps, -1) - numerics.sum(z * z, -1)) + self.half_logvar_sum
         return x_dot_l - softplus + log_pz_minus_log_q
 
 
@@ -134,7 +140,7 @@ def iwae_bound(model, x: torch.Tensor, k: int, generator: torch.Generator | None
     """
     mu, logvar = model.encode(x)
     if draw is None:
-        draw = lambda n, shape: torch.randn((n, *shape), generator=generator, device=x.device)  # noqa: E731
+        draw = lambda n, shape: numerics.randn((n, *shape), generator=generator, device=x.device)  # noqa: E731
     if fused:
         log_weights = _FusedLogWeights(model, x, mu, logvar)
     else:  # the plain log weights, the oracle the fused ones are held to (tests, `make bench`)
@@ -145,15 +151,15 @@ def iwae_bound(model, x: torch.Tensor, k: int, generator: torch.Generator | None
         n = min(chunk, k - done)
         eps = draw(n, mu.shape)
         log_w = log_weights(eps)
-        total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
+        total = numerics.logaddexp(total, numerics.logsumexp(log_w, dim=0))
         done += n
-    return total - math.log(k)
+    return total - numerics.log_of(k)
 
 
 @torch.no_grad()
 def negative_elbo_samples(model, x: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
     """Per-image negative ELBO, BCE averaged over `samples` z draws plus the closed-form KL."""
     mu, logvar = model.encode(x)
-    eps = torch.randn((samples, *mu.shape), generator=generator, device=x.device)
-    logits = model.decode_logits(mu + torch.exp(0.5 * logvar) * eps)
-    return bernoulli_nll_fast(logits, x).mean(dim=0) + kl_divergence(mu, logvar)
+    eps = numerics.randn((samples, *mu.shape), generator=generator, device=x.device)
+    logits = model.decode_logits(mu + numerics.exp(0.5 * logvar) * eps)
+    return numerics.mean(bernoulli_nll_fast(logits, x), 0) + kl_divergence(mu, logvar)

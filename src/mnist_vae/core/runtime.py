@@ -14,6 +14,9 @@ from ..io.errors import ParamsError
 def resolve_device(name: str) -> torch.device:
     """'auto' means CUDA's GPU where torch has one, else Apple's GPU (MPS) where torch reports it,
     else the CPU."""
+    from . import numerics
+
+    name = numerics.device_for(name)  # universal mode: no MPS (it has no float64)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():

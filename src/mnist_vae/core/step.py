@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from . import objective, torch_private
+from . import exact, numerics, objective, torch_private
 from .numerics import linear_into
-from ..io.errors import StepMismatchError
+from ..io.errors import ParamsError, StepMismatchError
 from .model import VAE
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,8 @@ class LayerAdam:
         self.lr, self.betas, self.eps = lr, betas, eps
         device = layers[0].weight.device
         self.steps = torch.zeros((), dtype=torch.float32, device=device)
+        self.universal = numerics.universal() and layers[0].weight.dtype == torch.float32
+        self.powers = [1.0, 1.0]  # beta1^t, beta2^t by repeated multiplication (pow() is libm's)
         self.state = {}
         for lin in layers:
             params = [lin.weight, lin.bias]
@@ -86,11 +90,35 @@ class LayerAdam:
 
     def begin_step(self) -> None:
         self.steps.add_(1)
+        self.powers = [self.powers[0] * self.betas[0], self.powers[1] * self.betas[1]]
 
     def update(self, lin: nn.Linear) -> None:
         params, grads, exp_avgs, exp_avg_sqs, steps = self.state[lin]
+        if self.universal:
+            return self._universal_update(params, grads, exp_avgs, exp_avg_sqs)
         torch_private.fused_adam_(params, grads, exp_avgs, exp_avg_sqs, steps, lr=self.lr, beta1=self.betas[0],
                                   beta2=self.betas[1], eps=self.eps)
+
+    def _universal_update(self, params, grads, exp_avgs, exp_avg_sqs) -> None:
+        """Adam's update one IEEE operation at a time (the fused kernel's arithmetic is its
+        compiler's: it may fuse multiply-adds on one CPU and not on another); sqrt through float64."""
+        beta1, beta2 = self.betas
+        step_size = self.lr / (1 - self.powers[0])
+        root_correction = math.sqrt(1 - self.powers[1])
+        if exact.kernels_on() and params[0].device.type == "cpu":  # the compiled twin, bitwise the same
+            from . import exact_kernels
+
+            f32 = np.float32
+            for param, grad, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+                exact_kernels.adam_(param.data.view(-1).numpy(), grad.view(-1).numpy(), m.view(-1).numpy(),
+                                    v.view(-1).numpy(), f32(beta1), f32(beta2), f32(1 - beta1), f32(1 - beta2),
+                                    f32(step_size), f32(root_correction), f32(self.eps))
+            return
+        for param, grad, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+            m.mul_(beta1).add_(grad * (1 - beta1))
+            v.mul_(beta2).add_((grad * grad).mul_(1 - beta2))
+            denom = exact.sqrt(v).div_(root_correction).add_(self.eps)
+            param.sub_((m * step_size).div_(denom))
 
 
 class ElboStep:
@@ -144,8 +172,13 @@ class ElboStep:
             h = out
         linear_into(b.head, h, self.head.weight, self.head.bias)
         mu, logvar = b.head[:, :d], b.head[:, d:]
-        torch.mul(logvar, 0.5, out=b.std).exp_()
-        torch.addcmul(mu, b.std, eps, out=b.z)
+        exact_ops = numerics.universal() and x.dtype == torch.float32
+        if exact_ops:  # universal numerics: exact.* and single IEEE operations (no addcmul's fused multiply-add)
+            b.std.copy_(exact.exp(logvar * 0.5))
+            torch.mul(b.std, eps, out=b.z).add_(mu)
+        else:
+            torch.mul(logvar, 0.5, out=b.std).exp_()
+            torch.addcmul(mu, b.std, eps, out=b.z)
         h = b.z
         for lin, out in zip(self.decoder[:-1], b.dec):
             linear_into(out, h, lin.weight, lin.bias).relu_()
@@ -153,12 +186,20 @@ class ElboStep:
         last = self.decoder[-1]
         linear_into(b.logits, h, last.weight, last.bias)
         # loss: BCE = sum(softplus(l) - x * l), KL = sum(mu^2 + sigma^2 - 1 - logvar) / 2
-        softplus = objective.softplus_row_sums(b.logits, b.logits_grad).sum()  # logits_grad as scratch
-        self.total.add_(softplus).sub_(torch.dot(x.reshape(-1), b.logits.view(-1)))
-        kl = mu.square().sum() + b.std.square().sum() - logvar.sum() - mu.numel()
-        self.total.add_(kl, alpha=0.5)
+        if exact_ops:
+            softplus = exact.tree_sum(objective.softplus_row_sums(b.logits, b.logits_grad), 0)
+            self.total.add_(softplus).sub_(exact.tree_sum((x * b.logits).view(-1), 0))
+            kl = exact.tree_sum((mu * mu).view(-1), 0) + exact.tree_sum((b.std * b.std).view(-1), 0) \
+                - exact.tree_sum(logvar.reshape(-1), 0) - mu.numel()
+            self.total.add_(kl * 0.5)
+            g = b.logits_grad.copy_(exact.sigmoid(b.logits)).sub_(x)
+        else:
+            softplus = objective.softplus_row_sums(b.logits, b.logits_grad).sum()  # logits_grad as scratch
+            self.total.add_(softplus).sub_(torch.dot(x.reshape(-1), b.logits.view(-1)))
+            kl = mu.square().sum() + b.std.square().sum() - logvar.sum() - mu.numel()
+            self.total.add_(kl, alpha=0.5)
+            g = torch.sigmoid(b.logits, out=b.logits_grad).sub_(x)
         # backward through the decoder
-        g = torch.sigmoid(b.logits, out=b.logits_grad).sub_(x)
         inputs = [b.z, *b.dec]
         grads = [b.z_grad, *b.dec_grad]
         for k in reversed(range(len(self.decoder))):
@@ -166,7 +207,10 @@ class ElboStep:
         # through the reparameterisation and the KL term, into [d mu | d logvar]
         dmu, dlogvar = b.head_grad[:, :d], b.head_grad[:, d:]
         torch.add(b.z_grad, mu, out=dmu)
-        torch.mul(b.z_grad, eps, out=dlogvar).mul_(b.std).addcmul_(b.std, b.std).sub_(1).mul_(0.5)
+        if exact_ops:
+            torch.mul(b.z_grad, eps, out=dlogvar).mul_(b.std).add_(b.std * b.std).sub_(1).mul_(0.5)
+        else:
+            torch.mul(b.z_grad, eps, out=dlogvar).mul_(b.std).addcmul_(b.std, b.std).sub_(1).mul_(0.5)
         g = self._linear_backward(self.head, b.head_grad, b.enc[-1], b.enc_grad[-1], True, update)
         inputs = [x, *b.enc]
         grads = [None, *b.enc_grad]
@@ -179,7 +223,10 @@ class ElboStep:
         with respect to its input (through the ReLU that produced h_in when ``relu``). With
         ``update``, Adam then updates ``lin`` (after g_in, which needs the old weights)."""
         linear_into(lin.weight.grad, g.t(), h_in.t())  # g^T h_in
-        torch.sum(g, dim=0, out=lin.bias.grad)
+        if numerics.universal() and g.dtype == torch.float32:
+            lin.bias.grad.copy_(exact.tree_sum(g, 0))
+        else:
+            torch.sum(g, dim=0, out=lin.bias.grad)
         if g_in is not None:
             linear_into(g_in, g, lin.weight.t())  # g W
             if relu:  # ReLU's backward, in place: zero where the ReLU's output is 0
@@ -308,8 +355,14 @@ def make_step(model: VAE, lr: float, batch_size: int, kind: str = "fused", cuda_
     if kind not in STEP_KINDS:
         raise ValueError(f"step kind must be one of {STEP_KINDS}, got {kind!r}")
     if kind == "autograd":
+        if numerics.universal():
+            raise ParamsError("params: 'train.step' autograd differentiates torch's own ops, whose bits follow the "
+                              "CPU; universal numerics needs the fused step (train.step: fused), or set "
+                              "numerics.mode: portable or fast")
         return AutogradStep(model, lr)
     on_cuda = next(model.parameters()).device.type == "cuda"
+    if on_cuda and numerics.universal():
+        cuda_graph = False  # Adam's bias corrections are host floats each step, which a graph would freeze
     if cuda_graph and not on_cuda:
         raise ValueError("a CUDA-graph step needs the model on a CUDA device")
     inner = ElboStep(model, lr)

@@ -41,7 +41,10 @@ class Tracker:
     @torch.no_grad()
     def capture(self, model, batch: int) -> None:
         t0 = time.perf_counter()
-        eps = torch.randn((len(self.recon_x), model.latent_dim), generator=self.generator, device=self.recon_x.device)
+        from . import numerics
+
+        eps = numerics.randn((len(self.recon_x), model.latent_dim), generator=self.generator,
+                             device=self.recon_x.device)
         self.recon.append(recon_frame(model, self.recon_x, eps))
         if self.manifold_z is not None:
             self.manifold.append(manifold_frame(model, self.manifold_z, self.manifold_n))

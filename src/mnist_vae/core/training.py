@@ -16,7 +16,7 @@ from tqdm import tqdm
 from . import model as model_lib
 from ..io.errors import MnistVaeError
 from .inference import evaluate_elbo
-from . import machine
+from . import machine, numerics
 from .runtime import flush_denormals, keep_freed_memory, make_deterministic, resolve_device, to_tensor
 from .step import check_against_autograd, make_step
 from .tracking import Tracker, make_tracker
@@ -68,7 +68,7 @@ def train(model, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Any, eval_bat
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         torch.index_select(train_x, 0, torch.randperm(n, generator=gen, device=device), out=data)
-        eps_all = torch.randn((n, model.latent_dim), generator=gen, device=device)
+        eps_all = numerics.randn((n, model.latent_dim), generator=gen, device=device)
         if check_step:  # the fused step must compute objective.py's loss: checked once, on a copy
             check_against_autograd(model, data[:bs], eps_all[:bs])
             check_step = False

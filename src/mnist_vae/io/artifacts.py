@@ -78,15 +78,18 @@ def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
 
     np.savez_compressed stamps each member with the current time, so the same arrays give a
     different file (and a different DVC hash) on every run; this writes the same format with a
-    fixed timestamp.
+    fixed timestamp. Each member is serialized first and written whole (writestr, sizes known): streaming it with
+    force_zip64 wrote other zip64 headers under Python 3.11.2 than under 3.11.7, so the same arrays
+    gave other bytes on another Python patch release (found by the numerics probe's aarch64 run).
     """
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name, array in arrays.items():
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 info.compress_type = zipfile.ZIP_DEFLATED
-                with zf.open(info, "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.asanyarray(array), allow_pickle=False)
+                zf.writestr(info, buf.getvalue())
 
 
 def write_csv(path: str | Path, columns: Mapping[str, Sequence[Any]]) -> None:

@@ -151,7 +151,7 @@ class AnomalyParams(_Section):
 class NumericsParams(_Section):
     """How every torch stage computes on a CPU (mnist_vae.core.numerics)."""
 
-    mode: Literal["portable", "fast"]
+    mode: Literal["universal", "portable", "fast"]
     threads: PosInt | None
 
     @model_validator(mode="after")

@@ -247,7 +247,7 @@ def table(rows: list[Row]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
 
 
-# --- exact mode: a portable same-seed rerun on an x86-64 CPU ------------------------------------
+# --- exact mode: a universal same-seed rerun on any CPU, or a portable one on x86-64 ------------------------------------
 
 # A value that passes through JSON text comes back to the bit (Python writes floats by repr);
 # a few ulps leave room for a writer that rounds once, and nothing a real change could hide in.
@@ -258,17 +258,23 @@ def exact_mode(new: dict[str, Any], committed: dict[str, Any]) -> str:
     """Why the rerun must equal the committed run to the bit, or "" when it need not.
 
     `new` and `committed` map each model to the machine record of its training (timings-train.json's
-    `machine`). Exact when every record of both runs says portable numerics with the bitwise
-    promise (an x86-64 CPU with AVX2, the CPU as device): then another CPU gives the same bytes.
+    `machine`). Exact when every record of both runs says the same bit-promising numerics with the
+    promise made: universal (any CPU, x86-64 or aarch64) or portable (an x86-64 CPU with AVX2), the
+    CPU as device; then another CPU gives the same bytes.
     """
     if not new or set(new) != set(committed):
         return ""
+    modes = set()
     for side in (new, committed):
         for record in side.values():
-            if not isinstance(record, dict) or record.get("numerics") != "portable" or \
+            if not isinstance(record, dict) or record.get("numerics") not in ("universal", "portable") or \
                     record.get("bitwise_promise") is not True:
                 return ""
-    return ("both runs used portable numerics on an x86-64 CPU: every metric must be equal (within "
+            modes.add(record["numerics"])
+    if len(modes) != 1:
+        return ""
+    where = "on any CPU" if modes == {"universal"} else "on an x86-64 CPU"
+    return (f"both runs used {modes.pop()} numerics {where}: every metric must be equal (within "
             f"{EXACT_ULPS} ulps through text) and every output byte for byte, timings and raw downloads aside")
 
 

@@ -1,0 +1,142 @@
+"""Compiled twins of mnist_vae.core.exact's hottest op, the IWAE's softplus row sums: the same
+float32 operations in the same order, fused into one loop by numba, so the bits are the same as
+the torch version's (tests/core/test_exact.py holds them equal bit for bit, and the numerics
+probe on every emulated CPU).
+
+Why compiled: as torch ops, exact.exp is some twenty passes over memory where torch.exp is one;
+on the IWAE's 7.8 billion terms a model that costs minutes (`make bench` shows both). Why numba
+and not fastmath: without fastmath LLVM neither reassociates nor contracts a multiply and an add
+into one fused multiply-add, so each operation rounds as IEEE 754 says on every CPU
+(tests/core/test_exact.py reads the machine code for fused multiply-adds). Constants are float32
+(np.float32), else numba would compute in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .exact import _EXP_TERMS, _LOG_TERMS, EXP_MAX, EXP_MIN, INV_LN2, LN2_HI, LN2_LO, SQRT_HALF
+
+F = np.float32
+E0, E1, E2, E3, E4, E5, E6, E7 = (F(c) for c in _EXP_TERMS)
+L0, L1, L2, L3, L4, L5 = (F(c) for c in _LOG_TERMS)
+INV_LN2_F, LN2_HI_F, LN2_LO_F, SQRT_HALF_F = F(INV_LN2), F(LN2_HI), F(LN2_LO), F(SQRT_HALF)
+EXP_MIN_F, EXP_MAX_F, ONE, TWO, ZERO, CAP = F(EXP_MIN), F(EXP_MAX), F(1.0), F(2.0), F(0.0), F(80.0)
+
+
+@njit(cache=True, nogil=True)
+def _exp_into(x, out, bits):
+    """out[j] = exact.exp(x[j]): the polynomial in one loop, 2^n written into `bits` (an int32 view
+    of `out`) in another, then their product; no call in the loops, so LLVM vectorizes them."""
+    n = np.empty_like(x)
+    for j in range(len(x)):
+        v = min(max(x[j], EXP_MIN_F), EXP_MAX_F)
+        k = np.rint(v * INV_LN2_F)
+        r = (v - k * LN2_HI_F) - k * LN2_LO_F
+        p = E7
+        p = p * r + E6
+        p = p * r + E5
+        p = p * r + E4
+        p = p * r + E3
+        p = p * r + E2
+        p = p * r + E1
+        p = p * r + E0
+        x[j] = p
+        n[j] = k
+    for j in range(len(x)):
+        bits[j] = (np.int32(n[j]) + np.int32(127)) << np.int32(23)
+    for j in range(len(x)):
+        out[j] = x[j] * out[j]
+
+
+@njit(cache=True, nogil=True)
+def _log(x):
+    m, e = math.frexp(x)
+    m = F(m)
+    if m < SQRT_HALF_F:
+        m = m * TWO
+        e -= 1
+    ef = F(e)
+    s = (m - ONE) / (m + ONE)
+    s2 = s * s
+    p = L5
+    p = p * s2 + L4
+    p = p * s2 + L3
+    p = p * s2 + L2
+    p = p * s2 + L1
+    p = p * s2 + L0
+    series = (p * s) * TWO
+    return ef * LN2_HI_F + (ef * LN2_LO_F + series)
+
+
+@njit(cache=True, nogil=True)
+def _tree(buf, n, product):
+    """buf[0] after halving pairwise (buf[k] op buf[k + half], an odd one out into buf[0])."""
+    while n > 1:
+        half = n // 2
+        for k in range(half):
+            buf[k] = buf[k] * buf[k + half] if product else buf[k] + buf[k + half]
+        if n % 2:
+            buf[0] = buf[0] * buf[n - 1] if product else buf[0] + buf[n - 1]
+        n = half
+    return buf[0]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def softplus_row_sums(logits, group, out):
+    """out[i] = exact.softplus_row_sums(logits, group)[i] for a C-contiguous float32 2-d array;
+    rows in parallel (each row's arithmetic is its own, so threads change no bit)."""
+    rows, width = logits.shape
+    groups = width // group
+    for i in prange(rows):
+        args = np.empty(width, np.float32)
+        factors = np.empty(width, np.float32)
+        positive = np.empty(width, np.float32)
+        logs = np.empty(groups, np.float32)
+        for j in range(width):
+            v = logits[i, j]
+            positive[j] = v if v > ZERO else ZERO
+            args[j] = -min(abs(v), CAP)
+        _exp_into(args, factors, factors.view(np.int32))
+        for j in range(width):
+            factors[j] = factors[j] + ONE
+        for g in range(groups):
+            logs[g] = _log(_tree(factors[g * group:(g + 1) * group], group, True))
+        out[i] = _tree(positive, width, False) + _tree(logs, groups, False)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def adam_(param, grad, m, v, beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, root_correction, eps):
+    """In place, flat float32 arrays: step.LayerAdam's universal update (the same operations in the
+    same order: m = m b1 + g (1 - b1), v = v b2 + (g g)(1 - b2), p = p - (m s) / (sqrt(v) / c + eps),
+    the square root in float64), in one pass instead of a dozen."""
+    for j in prange(len(param)):
+        g = grad[j]
+        mj = m[j] * beta1 + g * one_minus_beta1
+        vj = v[j] * beta2 + (g * g) * one_minus_beta2
+        m[j] = mj
+        v[j] = vj
+        denom = np.float32(np.sqrt(np.float64(vj))) / root_correction + eps
+        param[j] = param[j] - (mj * step_size) / denom
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def sigmoid(x, out):
+    """out = exact.sigmoid(x) for flat float32 arrays, in blocks: e^-|x| (|x| capped at 80), then
+    1 / (1 + e^-|x|) for x >= 0 and e^-|x| / (1 + e^-|x|) below, as exact.py orders them."""
+    n = len(x)
+    block = 4096
+    for b in prange((n + block - 1) // block):
+        lo, hi = b * block, min(n, (b + 1) * block)
+        args = np.empty(hi - lo, np.float32)
+        t = np.empty(hi - lo, np.float32)
+        for j in range(lo, hi):
+            args[j - lo] = -min(abs(x[j]), CAP)
+        _exp_into(args, t, t.view(np.int32))
+        for j in range(lo, hi):
+            tj = t[j - lo]
+            positive = ONE / (tj + ONE)
+            out[j] = positive if x[j] >= ZERO else tj * positive

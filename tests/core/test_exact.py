@@ -1,0 +1,216 @@
+"""Universal numerics' ops (mnist_vae.core.exact): each against float64, the products exact in
+any order and in another BLAS, the compiled softplus sums equal to the torch ops bit for bit with
+no fused multiply-add in their machine code. Whether the bits hold on other CPUs is the probe's
+job (tools/probe_numerics.py, tests/e2e/test_probe.py)."""
+
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.special import ndtri
+from conftest import REPO
+
+from mnist_vae.core import exact
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("m,k,n", [(128, 784, 400), (2000, 400, 784), (7, 20, 400), (128, 2, 150), (400, 128, 784)])
+def test_product_is_within_the_quantization_bound_of_float64(m, k, n):
+    a, b = torch.randn(m, k, generator=gen(1)), torch.randn(k, n, generator=gen(2))
+    got = exact.mm(a, b).double()
+    want = a.double() @ b.double()
+    # each factor off by at most half a step of 2^-bits of its row's (column's) largest entry
+    step = 2.0 ** -exact._bits(k)
+    bound = (a.abs().amax(1, keepdim=True).double() * b.abs().double().sum(0) +
+             a.abs().double().sum(1, keepdim=True) * b.abs().amax(0).double()) * step + got.abs() * 2 ** -24
+    assert got.dtype == torch.float64 and (got - want).abs().le(bound).all()
+    assert (got - want).abs().max() / want.abs().max() < 4e-6
+
+
+def test_product_bits_do_not_depend_on_order_or_blas():
+    """The quantized float64 product is exact: reversing the inner dimension, numpy's own BLAS
+    (OpenBLAS, not torch's MKL) and a plain float64 loop give the same float32 bits."""
+    a, b = torch.randn(64, 784, generator=gen(3)), torch.randn(784, 50, generator=gen(4))
+    got = exact.mm(a, b)
+    bits = exact._bits(784)
+    qa, qb = exact.quantize(a, -1, bits).double(), exact.quantize(b, -2, bits).double()
+    assert torch.equal((qa.flip(1) @ qb.flip(0)).float(), got)
+    assert torch.equal(torch.from_numpy(qa.numpy() @ qb.numpy()).float(), got)
+    loop = torch.zeros(64, 50, dtype=torch.float64)
+    for i in reversed(range(784)):
+        loop += qa[:, i:i + 1] * qb[i:i + 1, :]
+    assert torch.equal(loop.float(), got)
+
+
+def test_product_sums_stay_below_two_to_the_53():
+    for k in (1, 2, 20, 128, 400, 512, 784, 2048, 60000):
+        bits = exact._bits(k)
+        assert k * 4.0 ** bits <= 2.0 ** 53 and bits <= 24
+
+
+def test_linear_flattens_leading_dimensions_and_adds_the_bias():
+    h, w, bias = torch.randn(3, 5, 20, generator=gen(5)), torch.randn(400, 20, generator=gen(6)), torch.randn(400)
+    got = exact.linear(h, w, bias)
+    assert got.shape == (3, 5, 400)
+    assert torch.equal(got.reshape(15, 400), exact.mm(h.reshape(15, 20), w.t()) + bias)
+
+
+def test_tree_sum_is_pairwise_in_a_fixed_order():
+    def pairwise(values):  # the documented order, in Python floats rounded to float32 at each add
+        values = [np.float32(v) for v in values]
+        while len(values) > 1:
+            half = len(values) // 2
+            nxt = [np.float32(values[i] + values[i + half]) for i in range(half)]
+            if len(values) % 2:
+                nxt[0] = np.float32(nxt[0] + values[-1])
+            values = nxt
+        return values[0]
+
+    for width in (1, 2, 3, 7, 49, 128, 784, 1001):
+        x = torch.randn(width, generator=gen(width)) * 100
+        assert exact.tree_sum(x, 0).item() == pairwise(x.tolist())
+    x = torch.randn(5, 9, 3, generator=gen(7))
+    assert torch.allclose(exact.tree_sum(x, 1), x.sum(1), atol=1e-5)
+    assert exact.tree_sum(torch.zeros(0), 0).item() == 0.0
+
+
+@pytest.mark.parametrize("low,high", [(-87.0, 88.0), (-1.0, 1.0), (-1e-6, 1e-6)])
+def test_exp_is_within_two_ulp(low, high):
+    x = torch.linspace(low, high, 200001)
+    want = x.double().exp()
+    assert ((exact.exp(x).double() - want).abs() / want).max() < 2.5 * 2 ** -24
+    assert exact.exp(torch.zeros(1)).item() == 1.0
+    assert exact.exp(torch.tensor([-1000.0, 1000.0])).isfinite().all()
+
+
+def test_log_is_within_two_ulp_of_its_result_or_a_tiny_absolute_error():
+    x = exact.exp(torch.linspace(-87, 88, 200001))
+    want = x.double().log()
+    err = (exact.log(x).double() - want).abs()
+    assert (err <= 2.5 * 2 ** -24 * want.abs() + 1e-7).all()
+    assert exact.log(torch.ones(1)).item() == 0.0
+
+
+def test_sigmoid_softplus_logsumexp_logaddexp_against_float64():
+    x = torch.linspace(-100, 100, 100001)
+    assert (exact.sigmoid(x).double() - x.double().sigmoid()).abs().max() < 2e-7
+    logits = torch.randn(300, 784, generator=gen(8)) * 6
+    want = torch.nn.functional.softplus(logits.double()).sum(-1)
+    assert ((exact.softplus_row_sums(logits, 98).double() - want).abs() / want).max() < 1e-6
+    a = torch.randn(40, 100, generator=gen(9)) * 30
+    assert (exact.logsumexp(a, 0).double() - torch.logsumexp(a.double(), 0)).abs().max() < 1e-4
+    b = torch.randn(100, generator=gen(10)) * 30
+    assert (exact.logaddexp(a[0], b).double() - torch.logaddexp(a[0].double(), b.double())).abs().max() < 1e-4
+    assert torch.equal(exact.logaddexp(torch.full((3,), -math.inf), b[:3]), b[:3])
+
+
+def test_compiled_softplus_sums_equal_the_torch_ops_bit_for_bit():
+    """exact_kernels.softplus_row_sums (numba) against exact.py's torch ops: the same float32
+    operations in the same order, so the same bits, saturated and tiny logits included."""
+    logits = torch.randn(500, 784, generator=gen(11)) * 8
+    logits[0, :10] = torch.tensor([0.0, -0.0, 80.0, -80.0, 100.0, -100.0, 1e-30, -1e-30, 88.5, -88.5])
+    try:
+        exact.use_kernels(True)
+        fused = exact.softplus_row_sums(logits, 98)
+        exact.use_kernels(False)
+        plain = exact.softplus_row_sums(logits, 98)
+    finally:
+        exact.use_kernels(True)
+    assert torch.equal(fused, plain)
+
+
+def test_compiled_kernels_have_no_fused_multiply_add(tmp_path):
+    """Without fastmath LLVM must not contract a multiply and an add: no FMA instruction in the
+    machine code numba makes for this CPU (x86: vfmadd/vfmsub/vfnmadd; ARM: fmla/fmls/fmadd), in a
+    fresh process with an empty cache (numba shows no code it loaded from its cache)."""
+    code = (
+        "import numpy as np\n"
+        "from mnist_vae.core import exact_kernels as k\n"
+        "x = np.random.default_rng(0).normal(size=(4, 784)).astype(np.float32)\n"
+        "k.softplus_row_sums(x, 98, np.empty(4, np.float32))\n"
+        "k.sigmoid(x.ravel(), np.empty(x.size, np.float32))\n"
+        "f = np.float32\n"
+        "k.adam_(x.ravel().copy(), x.ravel(), x.ravel().copy(), x.ravel() ** 2, *(f(0.5),) * 7)\n"
+        "for fn in (k.softplus_row_sums, k.sigmoid, k.adam_):\n"
+        "    print(''.join(fn.inspect_asm(s) for s in fn.signatures))\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    asm = proc.stdout
+    assert "vmulps" in asm or "fmul" in asm  # the check reads real float code
+    assert not re.findall(r"\b(v?fn?m(add|sub)\d+\w*|fml[as]|fn?m(add|sub))\b", asm)
+
+
+def test_randn_is_standard_normal_and_seeded():
+    z = exact.randn((400000,), generator=gen(12))
+    assert z.dtype == torch.float32 and torch.equal(z, exact.randn((400000,), generator=gen(12)))
+    assert abs(z.double().mean().item()) < 0.005 and abs(z.double().std().item() - 1) < 0.005
+    assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3
+    assert exact.randn((3, 5), generator=gen(0)).shape == (3, 5)
+    c, s = exact.cos_sin_2pi(torch.rand(100000, generator=gen(13)))
+    assert ((c.double() ** 2 + s.double() ** 2) - 1).abs().max() < 1e-6
+
+
+def test_uniform_bounds_and_sqrt():
+    u = exact.uniform((100000,), -0.05, 0.05, generator=gen(14))
+    assert u.min() >= -0.05 and u.max() < 0.05
+    v = torch.rand(1000, generator=gen(15)) * 100
+    assert torch.equal(exact.sqrt(v), v.double().sqrt().float())
+
+
+def test_normal_quantiles_match_scipy_and_refuse_the_bounds():
+    p = np.concatenate([np.linspace(0.001, 0.999, 999), [1e-10, 0.02425, 0.97575, 1 - 1e-10]])
+    got = np.asarray(exact.ndtri(p))
+    assert np.max(np.abs(got - ndtri(p)) / np.maximum(np.abs(ndtri(p)), 1e-3)) < 2e-9
+    with pytest.raises(ValueError, match="not in"):
+        exact.ndtri([0.0])
+    assert abs(exact.log64(10.0) - math.log(10.0)) < 1e-15
+
+
+def test_other_dtypes_take_torch_own_ops():
+    x = torch.randn(10, 10, dtype=torch.float64)
+    assert torch.equal(exact.exp(x), x.exp()) and torch.equal(exact.mm(x, x), x @ x)
+    assert torch.equal(exact.tree_sum(x, 0), x.sum(0))
+
+
+def test_compiled_sigmoid_and_adam_equal_the_torch_ops_bit_for_bit(monkeypatch):
+    """exact_kernels.sigmoid and .adam_ (numba) against the torch ops they replace, over a few
+    universal Adam steps of a real layer."""
+    from torch import nn
+
+    from mnist_vae.core import numerics
+    from mnist_vae.core.step import LayerAdam
+
+    x = torch.randn(130, 784, generator=gen(16)) * 30
+    try:
+        exact.use_kernels(False)
+        plain = exact.sigmoid(x)
+        exact.use_kernels(True)
+        assert torch.equal(exact.sigmoid(x), plain)
+        monkeypatch.setitem(numerics._state, "mode", "universal")
+        weights = []
+        for on in (True, False):
+            exact.use_kernels(on)
+            torch.manual_seed(0)
+            layer = nn.Linear(300, 200)
+            adam = LayerAdam([layer], lr=0.01)
+            for step in range(5):
+                layer.weight.grad = torch.randn(200, 300, generator=gen(step)) * 10 ** -step
+                layer.bias.grad = torch.randn(200, generator=gen(step + 10))
+                adam.state[layer] = (adam.state[layer][0], [layer.weight.grad, layer.bias.grad], *adam.state[layer][2:])
+                adam.begin_step()
+                with torch.no_grad():  # as inside the training step
+                    adam.update(layer)
+            weights.append((layer.weight.detach().clone(), layer.bias.detach().clone()))
+        assert torch.equal(weights[0][0], weights[1][0]) and torch.equal(weights[0][1], weights[1][1])
+    finally:
+        exact.use_kernels(True)
