@@ -15,10 +15,11 @@ from mnist_vae.core import numerics
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="a trained model's name, e.g. vae20d (reads models/<name>.pt)")
+    cli.model_argument(ap, "a trained model's name, e.g. vae20d (reads models/<name>.pt)")
     ap.add_argument("--mnist", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     ap.add_argument("--fashion", default="data/binarized/fashion-mnist.npz", help="the binarized Fashion-MNIST .npz")
     args = ap.parse_args()
+    args.model = cli.model_name(ap, args.model)
     p = params.load_for_stage()
     cfg = p.anomaly
     mnist = artifacts.read_npz(args.mnist, ["train_x", "test_x"])

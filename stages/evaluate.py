@@ -10,9 +10,10 @@ from mnist_vae.core import numerics
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="a trained model's name, e.g. vae20d (reads models/<name>.pt)")
+    cli.model_argument(ap, "a trained model's name, e.g. vae20d (reads models/<name>.pt)")
     ap.add_argument("--data", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     args = ap.parse_args()
+    args.model = cli.model_name(ap, args.model)
     p = params.load_for_stage()
     numerics.enter(p.numerics, p.train.device)  # before torch is imported
     from mnist_vae.core.evaluation import evaluate_model  # torch: only once the params are known good

@@ -16,8 +16,9 @@ from mnist_vae.io.errors import DataError, ParamsError
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="a trained model's name, e.g. vae2d (reads data/tracking/<name>.npz)")
+    cli.model_argument(ap, "a trained model's name, e.g. vae2d (reads data/tracking/<name>.npz)")
     args = ap.parse_args()
+    args.model = cli.model_name(ap, args.model)
     p = params.load_for_stage()
     if not p.tracking.enabled:
         raise ParamsError("params: 'tracking.enabled' is false, so the train stages recorded no frames for "

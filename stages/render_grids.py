@@ -16,9 +16,10 @@ from mnist_vae.core import numerics
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="a trained model's name, e.g. vae2d (reads models/<name>.pt)")
+    cli.model_argument(ap, "a trained model's name, e.g. vae2d (reads models/<name>.pt)")
     ap.add_argument("--data", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     args = ap.parse_args()
+    args.model = cli.model_name(ap, args.model)
     p = params.load_for_stage()
     g = p.grids
     mnist = artifacts.read_npz(args.data, ["test_x", "test_y"])

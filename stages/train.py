@@ -13,9 +13,10 @@ from mnist_vae.core import numerics
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="a model name under `models` in params.yaml, e.g. vae20d")
+    cli.model_argument(ap, "a model name under `models` in params.yaml, e.g. vae20d")
     ap.add_argument("--data", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     args = ap.parse_args()
+    args.model = cli.model_name(ap, args.model)
     p = params.load_for_stage()
     arch = p.model(args.model)  # fails on an unknown name before any work
     mnist = artifacts.read_npz(args.data, ["train_x", "test_x"])

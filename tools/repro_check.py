@@ -6,8 +6,8 @@
 2. `dvc status` then reports nothing to do;
 3. a second `dvc repro` runs no stage;
 4. the metrics agree with the committed ones (`dvc metrics diff --all --json HEAD`):
-   - exactly, when both runs used portable numerics on an x86-64 CPU (every run's machine record
-     says so): every metric equal (within a few ulps through text) and every output's md5 in
+   - exactly, when both runs used universal numerics (any CPU) or both portable numerics on an
+     x86-64 CPU (every run's machine record says so): every metric equal (within a few ulps through text) and every output's md5 in
      dvc.lock the same, timings and the raw downloads aside;
    - else within the tolerances in tolerances.yaml, derived from the spread study (make spread,
      make tolerances), with each drift in units of the measured spread.
@@ -15,6 +15,11 @@
 
 --compare-only runs step 4 alone (on the metrics in the working tree); --statistical uses the
 tolerances even where the runs are exact.
+
+Before anything it checks what it compares with what: params.yaml, dvc.yaml, src/ and stages/ must
+be as in the commit it compares against (else the rerun would run other code or params and blame
+the reproduction), and for --compare-only `dvc status` must be clean (else the metrics are stale);
+it stops in one line naming the files or stages. --allow-changes compares anyway.
 """
 
 import argparse
@@ -43,6 +48,29 @@ def step(title: str, args: list[str], capture: bool = False) -> tuple[str, float
     return (proc.stdout if capture else ""), seconds
 
 
+# what decides the run: an edit here and the rerun is not a reproduction of the commit
+INPUTS = ("params.yaml", "dvc.yaml", "src", "stages")
+
+
+def edited_inputs(rev: str) -> list[str]:
+    """The inputs (INPUTS) that differ in the working tree from `rev`, untracked files included."""
+    diff = subprocess.run(["git", "diff", "--name-only", rev, "--", *INPUTS], capture_output=True, text=True)
+    if diff.returncode != 0:
+        sys.exit(f"repro-check: FAILED: cannot compare with {rev!r}: {diff.stderr.strip().splitlines()[-1:]}")
+    new = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", *INPUTS], capture_output=True,
+                         text=True).stdout
+    return sorted({*diff.stdout.split(), *new.split()})
+
+
+def stale_stages() -> list[str]:
+    """The stages `dvc status` says are not up to date."""
+    proc = subprocess.run([DVC, "status", "--json"], capture_output=True, text=True)
+    try:
+        return sorted(json.loads(proc.stdout or "{}"))
+    except ValueError:
+        sys.exit(f"repro-check: FAILED: `dvc status` did not answer: {(proc.stderr or proc.stdout)[-500:]}")
+
+
 def machines(rev: str | None) -> dict:
     """Each model's machine record (timings-train.json): the working tree's, or a commit's."""
     out = {}
@@ -60,6 +88,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare-only", action="store_true")
     ap.add_argument("--rev", default="HEAD", help="the commit whose metrics are the reference")
+    ap.add_argument("--allow-changes", action="store_true",
+                    help="compare even where params.yaml, dvc.yaml, src/ or stages/ differ from --rev, or (with "
+                         "--compare-only) stages are stale")
     ap.add_argument("--statistical", action="store_true", help="the tolerances of tolerances.yaml even where the "
                                                                "runs are exact (universal numerics, or portable on "
                                                                "x86-64)")
@@ -68,6 +99,21 @@ def main() -> None:
         rules = gate.load_rules()
     except gate.RuleError as err:
         sys.exit(f"repro-check: FAILED: {err}")
+    edited = edited_inputs(args.rev)
+    if edited and not args.allow_changes:
+        sys.exit(f"repro-check: FAILED before comparing: {', '.join(edited[:6])}{' ...' if len(edited) > 6 else ''} "
+                 f"differ from {args.rev}, whose run this would be compared with (a rerun would run the edit and "
+                 f"blame the reproduction); commit or revert them, or pass --allow-changes")
+    if args.compare_only:
+        stale = stale_stages()
+        if stale and not args.allow_changes:
+            sys.exit(f"repro-check: FAILED before comparing: `dvc status` lists stale stages ({', '.join(stale[:6])}"
+                     f"{' ...' if len(stale) > 6 else ''}): their metrics are not what the code, params and data give; "
+                     f"`dvc repro` first, or pass --allow-changes")
+        if stale:
+            print(f"note: stale stages compared as they are (--allow-changes): {', '.join(stale)}")
+    if edited:
+        print(f"note: compared with {args.rev} although these differ (--allow-changes): {', '.join(edited)}")
     timings = {}
     if not args.compare_only:
         _, timings["dvc repro --force (full)"] = step("reproduce", [DVC, "repro", "--force"])

@@ -214,3 +214,19 @@ def test_compiled_sigmoid_and_adam_equal_the_torch_ops_bit_for_bit(monkeypatch):
         assert torch.equal(weights[0][0], weights[1][0]) and torch.equal(weights[0][1], weights[1][1])
     finally:
         exact.use_kernels(True)
+
+
+def test_compiled_quantization_equals_the_torch_ops():
+    """exact_kernels.quantize_rows against exact.quantize, rows and (through a transposed view)
+    columns, zero rows and tiny ones included, and the product through either."""
+    a = torch.randn(300, 784, generator=gen(20)) * torch.logspace(-30, 3, 300)[:, None]
+    a[5] = 0
+    w = torch.randn(400, 784, generator=gen(21))
+    try:
+        exact.use_kernels(True)
+        got = (exact.quantized64(a, -1, 21), exact.quantized64(w.t(), -2, 21), exact.mm(a, w.t()))
+        exact.use_kernels(False)
+        want = (exact.quantize(a, -1, 21).double(), exact.quantize(w.t(), -2, 21).double(), exact.mm(a, w.t()))
+    finally:
+        exact.use_kernels(True)
+    assert all(torch.equal(g, w_) for g, w_ in zip(got, want))

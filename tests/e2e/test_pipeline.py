@@ -6,6 +6,7 @@ profile, in a temporary git repository holding this working tree.
 test order or `-k`."""
 
 import json
+import re
 import math
 import os
 import signal
@@ -423,6 +424,30 @@ def test_gate_fails_with_table_when_a_committed_metric_differs(work, mode, shift
     assert len(drift) == 1 and drift[0].split()[0] == f"{layout.train_metrics('vae20d')}:test_loss"
     assert drift[0].split()[1:4] == [f"{edited['test_loss']:.6g}", f"{json.loads(real)['test_loss']:.6g}", tolerance]
     assert message in proc.stderr
+
+
+def test_gate_says_what_it_compares_an_edit_or_a_stale_stage_stops_it_in_one_line(work):
+    """An uncommitted edit to params.yaml (or code) would be rerun and blamed on the reproduction,
+    and a compare-only check of stale outputs compares old metrics: both stop before comparing,
+    in one line naming the files or stages; --allow-changes compares anyway and says so."""
+    params_file = work / "params.yaml"
+    text = params_file.read_text()
+    params_file.write_text(re.sub(r"(\n  k: )3\.0\b", r"\g<1>2.5", text, count=1))
+    assert params_file.read_text() != text
+    proc = sh([sys.executable, "tools/repro_check.py", "--compare-only"], work, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("repro-check: FAILED before comparing: params.yaml differ from HEAD")
+    assert "--allow-changes" in line
+    proc = sh([sys.executable, "tools/repro_check.py", "--compare-only", "--allow-changes"], work, check=False)
+    assert "note: compared with HEAD although these differ (--allow-changes): params.yaml" in proc.stdout
+    assert "anomaly-kl-stats@vae20d" in proc.stdout  # stale: its param changed
+    git(work, "checkout", "--", "params.yaml")
+    (work / layout.evaluation_arrays("vae20d")).unlink()
+    proc = sh([sys.executable, "tools/repro_check.py", "--compare-only"], work, check=False)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode != 0 and line.startswith("repro-check: FAILED before comparing: `dvc status` lists stale "
+                                                    "stages (evaluate@vae20d")
 
 
 def test_exact_gate_fails_when_an_output_differs_byte_for_byte(work):

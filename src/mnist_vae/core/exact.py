@@ -119,6 +119,20 @@ def quantize(t: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
     return torch.round(t * pow2(n)).mul_(pow2(-n))
 
 
+def quantized64(t: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
+    """:func:`quantize` as float64, by the compiled twin (exact_kernels.quantize_rows, the same
+    exact steps, so the same values) where `dim` is the contiguous one of a 2-d CPU tensor."""
+    if _kernels["on"] and t.device.type == "cpu" and t.dim() == 2:
+        from . import exact_kernels
+
+        rows = t if dim in (-1, 1) else t.t()  # b's columns are the rows of the weight it views
+        if rows.is_contiguous():
+            out = torch.empty(rows.shape, dtype=torch.float64)
+            exact_kernels.quantize_rows(rows.numpy(), bits, out.numpy())
+            return out if dim in (-1, 1) else out.t()
+    return quantize(t, dim, bits).double()
+
+
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b (m x k times k x n). Float32: a's rows and b's columns quantized (:func:`quantize`),
     the product taken in float64, where each of its k-term sums holds integers times one common
@@ -127,9 +141,7 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not (_f32(a) and _f32(b)):
         return a @ b
     bits = _bits(a.shape[-1])
-    qa = quantize(a, -1, bits).double()
-    qb = quantize(b, -2, bits).double()
-    return (qa @ qb).float()
+    return (quantized64(a, -1, bits) @ quantized64(b, -2, bits)).float()
 
 
 def linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

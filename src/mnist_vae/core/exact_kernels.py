@@ -140,3 +140,21 @@ def sigmoid(x, out):
             tj = t[j - lo]
             positive = ONE / (tj + ONE)
             out[j] = positive if x[j] >= ZERO else tj * positive
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def quantize_rows(t, bits, out):
+    """out (float64) = exact.quantize(t, -1, bits) of a C-contiguous float32 2-d array: per row the
+    power of two n from frexp of its largest magnitude, then round(t 2^n) 2^-n (each step exact)."""
+    rows, width = t.shape
+    for i in prange(rows):
+        amax = ZERO
+        for j in range(width):
+            a = abs(t[i, j])
+            if a > amax:
+                amax = a
+        _, e = math.frexp(amax)
+        n = min(max(bits - e, -126), 126)
+        up, down = F(math.ldexp(1.0, n)), F(math.ldexp(1.0, -n))
+        for j in range(width):
+            out[i, j] = np.float64(np.rint(t[i, j] * up) * down)

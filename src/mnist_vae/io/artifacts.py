@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -26,15 +27,41 @@ import numpy as np
 import yaml
 
 from . import yamlfile
-from .errors import DataError
+from .errors import DataError, MachineFault
+
+
+# What the machine, not the project, got wrong when a write fails, and what to do about it
+FAULTS = {
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the disk quota is used up: free some space",
+    errno.EFBIG: "the file is larger than this shell's file-size limit (ulimit -f): raise it",
+    errno.EROFS: "the folder is on a read-only file system: make it writable or work in a writable clone",
+    errno.EACCES: "no permission to write there: check the folder's owner and mode",
+    errno.EPERM: "no permission to write there: check the folder's owner and mode",
+}
+
+
+def fault(path: str | Path, exc: OSError) -> "MachineFault | None":
+    """A one-line MachineFault for a write of `path` that the machine refused, else None."""
+    why = FAULTS.get(exc.errno)
+    if why is None:
+        return None
+    return MachineFault(f"could not write {path}: {exc.strerror or os.strerror(exc.errno)}; {why}, then rerun. "
+                        "Nothing was half-written, and no file tracked in git was removed (docs/dvc.md#"
+                        "after-a-failed-stage)")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success rename it onto `path`, else delete it."""
+    """Yield a temp path beside `path`; on success rename it onto `path`, else delete it. A write
+    the machine refuses (full disk, file-size limit, read-only folder, permission) becomes a
+    one-line MachineFault naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise (fault(path, exc) or exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -43,8 +70,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        refused = fault(path, exc) if isinstance(exc, OSError) and not isinstance(exc, MachineFault) else None
+        if refused is not None:
+            raise refused from None
         raise
 
 

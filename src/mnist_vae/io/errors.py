@@ -16,3 +16,8 @@ class DataError(MnistVaeError, RuntimeError):
 
 class StepMismatchError(MnistVaeError, RuntimeError):
     """The hand-written training step no longer computes objective.py's loss or its gradients."""
+
+
+class MachineFault(MnistVaeError, OSError):
+    """The machine refused a write: a full disk, a file-size limit, a read-only folder, no
+    permission. The message names the file, the cause and what to do; nothing was half-written."""

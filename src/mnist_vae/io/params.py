@@ -298,15 +298,19 @@ class StageView:
 
 def stage_for_command(stages: dict[str, Any], argv: list[str]) -> str | None:
     """The resolved stage (mnist_vae.io.pipeline) whose cmd runs this script with these positional
-    arguments."""
+    arguments; a per-model stage's cmd names no model (DVC_STAGE does, mnist_vae.io.cli), so its
+    model argument is the part of the stage name after '@'."""
     script = Path(argv[0]).resolve()
     args = [a for a in argv[1:] if not a.startswith("-")]
     for name, stage in stages.items():
-        tokens = [t for t in shlex.split(stage.get("cmd", "")) if "=" not in t or t.startswith("-")]
+        tokens = [t for t in shlex.split(stage.get("cmd", ""), comments=True) if "=" not in t or t.startswith("-")]
         if "python" not in tokens:
             continue
         rest = tokens[tokens.index("python") + 1:]
-        if rest and Path(rest[0]).resolve() == script and [t for t in rest[1:] if not t.startswith("-")] == args:
+        positional = [t for t in rest[1:] if not t.startswith("-")]
+        if "@" in name and not positional:
+            positional = [name.split("@", 1)[1]]
+        if rest and Path(rest[0]).resolve() == script and positional == args:
             return name
     return None
 
