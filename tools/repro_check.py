@@ -125,7 +125,12 @@ def main() -> None:
             sys.exit(f"repro-check: FAILED: the second `dvc repro` ran stages:\n{out}")
     out, _ = step("metrics diff", [DVC, "metrics", "diff", "--all", "--json", args.rev], capture=True)
     diff = json.loads(out or "{}")
-    exact = "" if args.statistical else gate.exact_mode(machines(None), machines(args.rev))
+    new_machines, committed_machines = machines(None), machines(args.rev)
+    exact = "" if args.statistical else gate.exact_mode(new_machines, committed_machines)
+    broken = "" if args.statistical or exact else gate.broken_promise(new_machines, committed_machines)
+    if broken:  # never a silent fall back to the tolerances
+        sys.exit(f"repro-check: FAILED: the committed run promises the same bits on this machine, but {broken}; "
+                 f"rerun it as committed, or pass --statistical to judge it by the tolerances on purpose")
     if exact:
         print(f"exact mode: {exact}")
         rows = gate.compare_exact(diff, rules)

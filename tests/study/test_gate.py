@@ -387,3 +387,73 @@ def test_broken_tolerances_stop_the_gate_with_one_line_before_any_work(tmp_path)
     assert proc.stderr.strip().startswith("repro-check: FAILED: tolerances.yaml: not valid YAML")
     assert "git checkout -- tolerances.yaml" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "reproduce" not in proc.stdout  # it stopped before running the pipeline
+
+
+# --- issue 40's gaps: each a case that passed before ---------------------------------------------
+
+def test_an_output_without_an_md5_fails_and_exclusions_are_exact_paths():
+    lock = """
+stages:
+  train@m:
+    outs:
+    - {path: models/m.pt%s}
+    - {path: reports/models/m/timings-train.json, md5: %s}
+    - {path: reports/models/m/timings-extra.json, md5: %s}
+  download:
+    outs:
+    - {path: data/raw/mnist, md5: 1.dir}
+    - {path: data/raw/mnist-copy, md5: %s}
+"""
+    both_missing = gate.compare_outputs(lock % ("", "a" * 32, "b" * 32, "c" * 32), lock % ("", "d" * 32, "b" * 32, "c" * 32))
+    assert [(r.metric, r.problem) for r in gate.failures(both_missing)] == [
+        ("models/m.pt (bytes)", "no md5 in the committed dvc.lock")]
+    moved = gate.compare_outputs(lock % (", md5: " + "e" * 32, "a" * 32, "b" * 32, "c" * 32),
+                                 lock % (", md5: " + "e" * 32, "d" * 32, "f" * 32, "0" * 32))
+    assert sorted(r.metric for r in gate.failures(moved)) == ["data/raw/mnist-copy (bytes)",
+                                                               "reports/models/m/timings-extra.json (bytes)"]
+
+
+def test_a_metric_null_in_both_runs_fails_in_either_mode():
+    diff = {"reports/models/m/eval.json": {"test_iwae_nll": {"old": None, "new": None}}}
+    for rows in (gate.compare(diff, []), gate.compare_exact(diff, [])):
+        assert [r.problem for r in gate.failures(rows)] == ["null in both runs (no number to compare)"]
+
+
+def test_an_ignored_metric_still_fails_when_not_finite_or_retyped():
+    rules = [{"match": "*:device", "ignore": True}, {"match": "*:seconds", "ignore": True}]
+    diff = {"reports/models/m/train.json": {"device": {"old": "cpu", "new": "cuda"},
+                                            "seconds": {"old": 3.0, "new": float("nan")}}}
+    for rows in (gate.compare(diff, rules), gate.compare_exact(diff, rules)):
+        assert [(r.metric, r.problem) for r in gate.failures(rows)] == [
+            ("reports/models/m/train.json:seconds", "not finite")]
+    diff["reports/models/m/train.json"]["seconds"]["new"] = "3.0"
+    assert gate.failures(gate.compare(diff, rules))[0].problem.startswith("changed type")
+
+
+def test_a_repeated_match_is_refused_naming_both_rules(tmp_path):
+    path = tmp_path / "tolerances.yaml"
+    path.write_text("rules:\n- {match: '*:a', abs: 1}\n- {match: '*:b', exact: true}\n- {match: '*:a', rel: 0.1}\n")
+    with pytest.raises(gate.RuleError) as err:
+        gate.load_rules(path)
+    assert str(err.value) == (f"{path}: rules[2] repeats the match '*:a' of rules[0]; keep one (the first match "
+                              f"wins)")
+
+
+@pytest.mark.parametrize("new, committed, reason", [
+    ({"a": {**UNIVERSAL, "threads": 1}}, {"a": UNIVERSAL}, ""),  # universal bits do not depend on threads
+    ({"a": UNIVERSAL_ARM}, {"a": UNIVERSAL}, ""),
+    ({"a": {**PORTABLE, "threads": 1}}, {"a": PORTABLE}, "a: threads 1 in the rerun against 2 in the committed run"),
+    ({"a": {**PORTABLE, "torch": "2.15.0"}}, {"a": {**PORTABLE, "torch": "2.14.1"}},
+     "a: torch 2.15.0 in the rerun against 2.14.1 in the committed run"),
+    ({"a": {**PORTABLE, "ops": {"adam": "public"}}}, {"a": {**PORTABLE, "ops": {"adam": "fused"}}},
+     "a: ops adam public in the rerun against adam fused in the committed run"),
+    ({"a": {**UNIVERSAL, "numerics": "fast", "bitwise_promise": False}}, {"a": UNIVERSAL},
+     "a: numerics fast in the rerun against universal in the committed run"),
+    ({"a": {**UNIVERSAL, "bitwise_promise": False}}, {"a": UNIVERSAL},
+     "a: bitwise_promise False in the rerun against True in the committed run"),
+    ({"a": None}, {"a": UNIVERSAL}, "a: the rerun has no machine record (reports/models/a/timings-train.json)"),
+    ({"a": {**PORTABLE, "isa": "aarch64", "bitwise_promise": False}}, {"a": PORTABLE}, ""),  # tolerances' case
+    ({"a": PORTABLE}, {"a": {**PORTABLE, "numerics": "fast", "bitwise_promise": False}}, ""),  # nothing promised
+])
+def test_a_broken_promise_is_named_in_one_line(new, committed, reason):
+    assert gate.broken_promise(new, committed) == reason

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,14 @@ def load_rules(path: str | Path = "tolerances.yaml") -> list[dict[str, Any]]:
                         f"`git checkout -- {path}` or regenerate it with `make tolerances`") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
         raise RuleError(f"{path}: needs a `rules` list")
-    return [check_rule(rule, f"{path}: rules[{i}]") for i, rule in enumerate(doc["rules"])]
+    rules = [check_rule(rule, f"{path}: rules[{i}]") for i, rule in enumerate(doc["rules"])]
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        if rule["match"] in seen:  # the second could never apply: the first match wins
+            raise RuleError(f"{path}: rules[{i}] repeats the match {rule['match']!r} of rules[{seen[rule['match']]}]; "
+                            f"keep one (the first match wins)")
+        seen[rule["match"]] = i
+    return rules
 
 
 def rule_for(metric: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -168,6 +176,8 @@ def problem_of(committed: Any, new: Any, rule: dict[str, Any], metric: str = "")
     """Why a metric fails whatever its rule says (gated or not, measured or not), or "": it
     vanished or appeared, is not finite, changed type, holds a value the metric cannot have, or,
     not gated, moved beyond its sanity bound."""
+    if committed is None and new is None:
+        return "null in both runs (no number to compare)"
     if committed is None and new is not None:
         return "appeared (not in the committed run)"
     if committed is not None and new is None:
@@ -198,9 +208,12 @@ def compare(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[str, An
         for key, values in sorted(metrics.items()):
             name = f"{path}:{key}"
             rule = rule_for(name, rules)
-            if rule.get("ignore"):
-                continue
             old, new = values.get("old"), values.get("new")
+            if rule.get("ignore"):  # not compared, but still a value of the committed type
+                problem = problem_of(old, new, {}, name)
+                if problem:
+                    rows.append(Row(name, old, new, "ignored", False, True, None, problem))
+                continue
             in_spread = None
             if rule.get("sigma_diff") and _is_number(old) and _is_number(new) and math.isfinite(new - old):
                 in_spread = abs(new - old) / rule["sigma_diff"]
@@ -278,6 +291,40 @@ def exact_mode(new: dict[str, Any], committed: dict[str, Any]) -> str:
             f"{EXACT_ULPS} ulps through text) and every output byte for byte, timings and raw downloads aside")
 
 
+# what must match between the committed run and a rerun for the promised bits to hold
+PROMISE_FIELDS = {"universal": ("numerics", "bitwise_promise", "torch"),
+                  "portable": ("numerics", "bitwise_promise", "torch", "ops", "threads", "cpu_capability")}
+
+
+def broken_promise(new: dict[str, Any], committed: dict[str, Any]) -> str:
+    """Why a rerun that should have kept the committed run's bitwise promise did not, in one
+    line naming the model and the field (threads 1 vs 2, the ops, the torch version, a missing
+    record), or "" when it kept it, or was never expected to (the committed run promised nothing,
+    or portable numerics reran off x86-64)."""
+    for model, old in sorted(committed.items()):
+        if not isinstance(old, dict) or old.get("bitwise_promise") is not True:
+            return ""
+        mode = old.get("numerics")
+        if mode not in PROMISE_FIELDS:
+            return ""
+        record = new.get(model)
+        if not isinstance(record, dict) or not record:
+            return f"{model}: the rerun has no machine record (reports/models/{model}/timings-train.json)"
+        if mode == "portable" and record.get("isa", "x86_64") != "x86_64":
+            return ""  # portable mode promises x86-64 only: another ISA is what the tolerances are for
+        for field in PROMISE_FIELDS[mode]:
+            if record.get(field) != old.get(field):
+                return (f"{model}: {field} {_show(record.get(field))} in the rerun against {_show(old.get(field))} in "
+                        f"the committed run")
+    return ""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in sorted(value.items()))
+    return "missing" if value is None else str(value)
+
+
 def _ulps_apart(a: float, b: float) -> float:
     if a == b:
         return 0.0
@@ -291,10 +338,12 @@ def compare_exact(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[s
     for path, metrics in sorted(diff.items()):
         for key, values in sorted(metrics.items()):
             name = f"{path}:{key}"
-            if rule_for(name, rules).get("ignore"):
-                continue
             old, new = values.get("old"), values.get("new")
             problem = problem_of(old, new, {}, name)
+            if rule_for(name, rules).get("ignore"):  # not compared, but still a value of the committed type
+                if problem:
+                    rows.append(Row(name, old, new, "ignored", False, True, None, problem))
+                continue
             # a vanished, appeared, retyped or non-finite value is already a problem
             if isinstance(old, float) and isinstance(new, float):
                 ok = _ulps_apart(old, new) <= EXACT_ULPS
@@ -304,13 +353,17 @@ def compare_exact(diff: dict[str, dict[str, dict[str, Any]]], rules: list[dict[s
     return rows
 
 
+# exactly these paths: each stage's timings file, the page that shows them, the raw download folders
+NOT_COMPARED = re.compile(r"reports/models/[a-z0-9][a-z0-9_-]*/timings-(train|evaluate)\.json|reports/index\.html"
+                          r"|data/raw/(mnist|fashion-mnist)")
+
+
 def _not_compared(path: str) -> bool:
     """Outputs whose bytes may differ while the run does not: those that hold times or show them
     (they differ between any two runs), and the raw downloads, whose gz bytes depend on the
     mirror that served them (Debian's Fashion-MNIST is recompressed); their content is md5-checked
     at download and is what binarize's outputs, compared, are made of."""
-    name = path.rsplit("/", 1)[-1]
-    return name.startswith("timings-") or path == "reports/index.html" or path.startswith("data/raw/")
+    return bool(NOT_COMPARED.fullmatch(path))
 
 
 def output_hashes(lock_text: str | None) -> dict[str, str]:
@@ -331,5 +384,7 @@ def compare_outputs(committed_lock: str | None, new_lock: str | None) -> list[Ro
         if _not_compared(path):
             continue
         a, b = old.get(path), new.get(path)
-        rows.append(Row(f"{path} (bytes)", a and a[:12], b and b[:12], "exact", a is not None and a == b))
+        problem = "" if a and b else f"no md5 in the {'committed' if not a else 'new'} dvc.lock"
+        rows.append(Row(f"{path} (bytes)", a and a[:12], b and b[:12], "exact", bool(a) and a == b, True, None,
+                        problem))
     return rows
