@@ -153,16 +153,18 @@ def test_a_fresh_process_enters_universal_mode_unpinned_with_the_promise_on_any_
     assert record["isa"] == platform.machine()
 
 
-def test_universal_mode_refuses_mps_and_the_autograd_step_in_one_line(monkeypatch):
+def test_universal_mode_refuses_mps_and_drops_its_promise_for_the_autograd_step(monkeypatch, caplog):
     from mnist_vae.core import step
     from mnist_vae.core.model import VAE
 
     monkeypatch.setitem(numerics._state, "mode", "universal")
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert numerics.device_for("auto") in ("cpu", "cuda")  # auto skips MPS: no float64 there
-    with pytest.raises(numerics.NumericsError, match="float64.*train.device: cpu") as err:
-        numerics.enter(params_with({"numerics.threads": None}).numerics, device="mps")
+    with monkeypatch.context() as mps:
+        mps.setattr(torch.backends.mps, "is_available", lambda: True)
+        assert numerics.device_for("auto") in ("cpu", "cuda")  # auto skips MPS: no float64 there
+        with pytest.raises(numerics.NumericsError, match="float64.*train.device: cpu") as err:
+            numerics.enter(params_with({"numerics.threads": None}).numerics, device="mps")
     assert "\n" not in str(err.value)
-    with pytest.raises(ParamsError, match="train.step.*fused") as err:
-        step.make_step(VAE(2, [8]), 1e-3, 4, "autograd")
-    assert "\n" not in str(err.value)
+    monkeypatch.setitem(numerics._state, "record", {"numerics": "universal", "bitwise_promise": True})
+    assert isinstance(step.make_step(VAE(2, [8]), 1e-3, 4, "autograd"), step.AutogradStep)
+    assert numerics.record()["bitwise_promise"] is False
+    assert "train.step is autograd" in caplog.text

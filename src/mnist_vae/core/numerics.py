@@ -147,6 +147,15 @@ def _no_promise(device: str) -> str:
     return ""
 
 
+def drop_promise(reason: str) -> None:
+    """This run will not keep the mode's bitwise promise: say why in one line, and record it."""
+    if _state["record"] is not None and _state["record"].get("bitwise_promise"):
+        log.warning("numerics: %s mode promises the same bytes on every CPU only through its own ops; %s, so "
+                    "another machine may give other bits (the gate's statistical tolerances apply)", _state["mode"],
+                    reason)
+        _state["record"]["bitwise_promise"] = False
+
+
 def portable() -> bool:
     return _state["mode"] == "portable"
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from . import exact, numerics, objective, torch_private
 from .numerics import linear_into
-from ..io.errors import ParamsError, StepMismatchError
+from ..io.errors import StepMismatchError
 from .model import VAE
 
 log = logging.getLogger(__name__)
@@ -356,9 +356,8 @@ def make_step(model: VAE, lr: float, batch_size: int, kind: str = "fused", cuda_
         raise ValueError(f"step kind must be one of {STEP_KINDS}, got {kind!r}")
     if kind == "autograd":
         if numerics.universal():
-            raise ParamsError("params: 'train.step' autograd differentiates torch's own ops, whose bits follow the "
-                              "CPU; universal numerics needs the fused step (train.step: fused), or set "
-                              "numerics.mode: portable or fast")
+            numerics.drop_promise("train.step is autograd, which differentiates torch's own ops (train.step: fused "
+                                  "keeps it)")
         return AutogradStep(model, lr)
     on_cuda = next(model.parameters()).device.type == "cuda"
     if on_cuda and numerics.universal():
