@@ -323,7 +323,7 @@ def mean(xs) -> float:
     return float(np.mean(xs))
 
 
-def universal_parts(repeats: int = 5) -> dict:
+def universal_parts(repeats: int = 5, mode: str = "universal") -> dict:
     """What universal numerics' parts cost against torch's own op, on the IWAE's pass (2,000
     decoded samples: 2000 x 400 by 400 x 784) and on a training batch (128 x 784 by 784 x 400):
     the quantization, the float64 product, the whole exact product; exp, the softplus sums and the
@@ -332,7 +332,7 @@ def universal_parts(repeats: int = 5) -> dict:
     from mnist_vae.core.model import build
     from mnist_vae.core.step import LayerAdam
 
-    enter_numerics("universal")
+    enter_numerics(mode)
 
     def best(fn):
         fn()
