@@ -14,6 +14,8 @@ compares every output byte for byte (timings aside). The CPUs (TARGETS):
 
 What must hold, else exit status 1:
 - universal mode: one set of bytes for every output on every CPU probed;
+- no fused multiply-add in the machine code numba makes of the compiled kernels, here and on the
+  first aarch64 CPU probed;
 - the probe has teeth: portable mode trains other bytes on aarch64 than here (when an aarch64
   CPU is probed), and fast mode other bytes on an emulated x86 CPU than here.
 """
@@ -24,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -137,6 +140,39 @@ def finish(proc: subprocess.Popen, ws: Path, what: str, model: str, stages: list
             if (ws / name).exists()}
 
 
+# The compiled kernels' machine code, made fresh (an empty numba cache: numba shows no code it
+# loaded from its cache), searched for fused multiply-adds: none may be there, on x86 (vfmadd...)
+# or on ARM (fmla, fmadd...), or a compiler has contracted what IEEE 754 rounds twice.
+ASM_CHECK = """
+import numpy as np
+from mnist_vae.core import exact_kernels as k
+x = np.random.default_rng(0).normal(size=(4, 784)).astype(np.float32)
+k.softplus_row_sums(x, 98, np.empty(4, np.float32))
+k.sigmoid(x.ravel(), np.empty(x.size, np.float32))
+k.quantize_rows(x, 21, np.empty(x.shape, np.float64))
+k.quantize_cols(x, 21, np.empty(x.shape, np.float64))
+k.round_add_into(x.astype(np.float64), x[0], np.empty(x.shape, np.float32))
+f = np.float32
+k.adam_(x.ravel().copy(), x.ravel(), x.ravel().copy(), x.ravel() ** 2, *(f(0.5),) * 7)
+for fn in (k.softplus_row_sums, k.sigmoid, k.quantize_rows, k.quantize_cols, k.round_add_into, k.adam_):
+    print("".join(fn.inspect_asm(s) for s in fn.signatures))
+"""
+FUSED_MULTIPLY_ADD = re.compile(r"\b(v?fn?m(add|sub)\d+\w*|fml[as]|fn?m(add|sub))\b")
+FLOAT_MULTIPLY = re.compile(r"\b(v?mulps|fmul)\b")
+
+
+def fused_multiply_adds(target: str | None, tmp: Path) -> int:
+    """How many fused multiply-adds the kernels' machine code holds on this CPU or an emulated one
+    (-1: no float multiply found at all, so the search read no real code)."""
+    env = {**clean_env(target), "NUMBA_CACHE_DIR": str(tmp / f"numba-{target or 'native'}")}
+    proc = subprocess.run([*command(target), "-c", ASM_CHECK], env=env, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        sys.exit(f"probe: the machine-code check on {target or 'this CPU'} failed:\n{proc.stderr[-2000:]}")
+    if not FLOAT_MULTIPLY.search(proc.stdout):
+        return -1
+    return len(FUSED_MULTIPLY_ADD.findall(proc.stdout))
+
+
 def plan(targets: list[str]) -> list[tuple[str, str | None, list[str]]]:
     """(mode, target or None for this CPU, stages) of every run: universal everywhere, and the
     runs that show the probe's teeth (portable on aarch64, fast on an emulated x86)."""
@@ -205,7 +241,12 @@ def main() -> None:
                 print(f"{mode:9s} {target or 'native':11s} {ran.get('isa', '?'):7s} {ran['cpu_capability']:7s} "
                       f"{seconds:6.1f} s  {len(hashes)} outputs  "
                       + "  ".join(f"{Path(k).name}:{v[:6]}" for k, v in list(hashes.items())[:4]), flush=True)
+        arm = [t for t in args.targets if TARGETS[t][0] == "qemu-aarch64"]
+        fma = {"native": fused_multiply_adds(None, Path(tmp))}
+        if arm:
+            fma[arm[0]] = fused_multiply_adds(arm[0], Path(tmp))
     result = verdict(results, args.model)
+    result["fused_multiply_adds"] = fma
     if args.json:
         args.json.write_text(json.dumps({**result, "runs": results}, indent=1) + "\n")
     cpus = ", ".join(r["cpu"] for r in results if r["mode"] == "universal")
@@ -215,8 +256,10 @@ def main() -> None:
     for key, label in (("portable_differs_on_aarch64", "portable on aarch64"), ("fast_differs_on_x86", "fast on x86")):
         if key in result:
             print(f"{label}: {'other bytes than here (the probe has teeth)' if result[key] else 'the SAME bytes'}")
-    if not (result["universal_identical"] and all(result.get(k, True) for k in
-                                                   ("portable_differs_on_aarch64", "fast_differs_on_x86"))):
+    print("fused multiply-adds in the compiled kernels: "
+          + ", ".join(f"{cpu} {'(no float code found)' if n < 0 else n}" for cpu, n in fma.items()))
+    if not (result["universal_identical"] and all(n == 0 for n in fma.values()) and
+            all(result.get(k, True) for k in ("portable_differs_on_aarch64", "fast_differs_on_x86"))):
         sys.exit(1)
 
 

@@ -59,6 +59,7 @@ def test_universal_bytes_on_an_emulated_x86_cpu_of_the_other_vendor_and_fast_mod
     verdict, proc = run_probe(binarized, binarized_fashion, tmp_path, targets)
     assert verdict["universal_identical"], proc.stdout
     assert verdict["fast_differs_on_x86"], proc.stdout
+    assert verdict["fused_multiply_adds"] == {"native": 0}, proc.stdout
     assert proc.returncode == 0
     runs = [r for r in verdict["runs"] if r["mode"] == "universal"]
     assert {r["cpu"] for r in runs} == {"native", *targets}
@@ -70,12 +71,14 @@ def test_universal_bytes_on_two_emulated_arm_cpus_and_portable_mode_differs(bina
     """The same four stages under qemu-aarch64 as an Arm Neoverse N1 (NEON) and as an ARMv9 with
     256-bit SVE (torch's SVE256 kernels), with Debian's arm64 Python and the lock's aarch64 wheels
     (tools/aarch64_sysroot.sh): universal numerics gives every output the bytes it has here;
-    portable mode, whose promise ends at x86-64, trains other bytes on aarch64. CI's own step."""
+    portable mode, whose promise ends at x86-64, trains other bytes on aarch64; LLVM contracted no
+    multiply-add in the compiled kernels on the Neoverse N1 either. CI's own step."""
     need("qemu-aarch64", shutil.which("qemu-aarch64") is not None, "apt-get install qemu-user")
     root = probe().AARCH64_ROOT
     need(f"an aarch64 Python at {root}", (root / ".complete").exists(), "tools/aarch64_sysroot.sh builds it")
     verdict, proc = run_probe(binarized, binarized_fashion, tmp_path, ["neoverse-n1", "sve256"])
     assert verdict["universal_identical"], proc.stdout
     assert verdict["portable_differs_on_aarch64"], proc.stdout
+    assert verdict["fused_multiply_adds"] == {"native": 0, "neoverse-n1": 0}, proc.stdout
     assert proc.returncode == 0
     assert {r["cpu"] for r in verdict["runs"] if r["mode"] == "universal"} == {"native", "neoverse-n1", "sve256"}

@@ -125,11 +125,15 @@ def quantized64(t: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
     if _kernels["on"] and t.device.type == "cpu" and t.dim() == 2:
         from . import exact_kernels
 
-        rows = t if dim in (-1, 1) else t.t()  # b's columns are the rows of the weight it views
-        if rows.is_contiguous():
-            out = torch.empty(rows.shape, dtype=torch.float64)
-            exact_kernels.quantize_rows(rows.numpy(), bits, out.numpy())
-            return out if dim in (-1, 1) else out.t()
+        along_rows = dim in (-1, 1)
+        for view, kernel, transposed in ((t, exact_kernels.quantize_rows if along_rows else exact_kernels.quantize_cols,
+                                          False),
+                                         (t.t(), exact_kernels.quantize_cols if along_rows else exact_kernels.quantize_rows,
+                                          True)):
+            if view.is_contiguous():  # the products' operands are contiguous or a contiguous one transposed
+                out = torch.empty(view.shape, dtype=torch.float64)
+                kernel(view.numpy(), bits, out.numpy())
+                return out.t() if transposed else out
     return quantize(t, dim, bits).double()
 
 
@@ -147,7 +151,17 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """h W^T + b, the product by :func:`mm` (leading dimensions of h flattened and restored)."""
     lead = h.shape[:-1]
-    out = mm(h.reshape(-1, h.shape[-1]), weight.t())
+    flat = h.reshape(-1, h.shape[-1])
+    if _kernels["on"] and _f32(h) and _f32(weight) and h.device.type == "cpu" and (bias is None or bias.is_contiguous()):
+        from . import exact_kernels
+
+        bits = _bits(flat.shape[-1])
+        product = quantized64(flat, -1, bits) @ quantized64(weight.t(), -2, bits)
+        out = torch.empty(product.shape, dtype=torch.float32)
+        none = torch.empty(0, dtype=torch.float32)
+        exact_kernels.round_add_into(product.numpy(), (none if bias is None else bias.detach()).numpy(), out.numpy())
+        return out.reshape(*lead, weight.shape[0])
+    out = mm(flat, weight.t())
     if bias is not None:
         out = out + bias
     return out.reshape(*lead, weight.shape[0])

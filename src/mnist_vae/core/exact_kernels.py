@@ -158,3 +158,39 @@ def quantize_rows(t, bits, out):
         up, down = F(math.ldexp(1.0, n)), F(math.ldexp(1.0, -n))
         for j in range(width):
             out[i, j] = np.float64(np.rint(t[i, j] * up) * down)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def quantize_cols(t, bits, out):
+    """out (float64) = exact.quantize(t, -2, bits) of a C-contiguous float32 2-d array: the same
+    steps as quantize_rows, per column (the rows of the transposed views the products take)."""
+    rows, width = t.shape
+    amax = np.zeros(width, np.float32)
+    for i in range(rows):
+        for j in range(width):
+            a = abs(t[i, j])
+            if a > amax[j]:
+                amax[j] = a
+    up = np.empty(width, np.float32)
+    down = np.empty(width, np.float32)
+    for j in range(width):
+        _, e = math.frexp(amax[j])
+        n = min(max(bits - e, -126), 126)
+        up[j], down[j] = F(math.ldexp(1.0, n)), F(math.ldexp(1.0, -n))
+    for i in prange(rows):
+        for j in range(width):
+            out[i, j] = np.float64(np.rint(t[i, j] * up[j]) * down[j])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def round_add_into(c, bias, out):
+    """out = float32(c) + bias (c a float64 product, bias per column, or empty for none): the
+    rounding to float32 and the float32 add of exact.linear, in one pass instead of three."""
+    rows, width = c.shape
+    for i in prange(rows):
+        if len(bias):
+            for j in range(width):
+                out[i, j] = np.float32(c[i, j]) + bias[j]
+        else:
+            for j in range(width):
+                out[i, j] = np.float32(c[i, j])
