@@ -120,21 +120,29 @@ def quantize(t: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
 
 
 def quantized64(t: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
-    """:func:`quantize` as float64, by the compiled twin (exact_kernels.quantize_rows, the same
-    exact steps, so the same values) where `dim` is the contiguous one of a 2-d CPU tensor."""
+    """:func:`quantize` as float64, by the compiled twins (exact_kernels.quantize_rows and
+    quantize_cols, the same exact steps, so the same values) where a 2-d CPU tensor or its
+    transpose is contiguous, as the products' operands are."""
     if _kernels["on"] and t.device.type == "cpu" and t.dim() == 2:
         from . import exact_kernels
 
         along_rows = dim in (-1, 1)
-        for view, kernel, transposed in ((t, exact_kernels.quantize_rows if along_rows else exact_kernels.quantize_cols,
-                                          False),
-                                         (t.t(), exact_kernels.quantize_cols if along_rows else exact_kernels.quantize_rows,
-                                          True)):
-            if view.is_contiguous():  # the products' operands are contiguous or a contiguous one transposed
-                out = torch.empty(view.shape, dtype=torch.float64)
-                kernel(view.numpy(), bits, out.numpy())
-                return out.t() if transposed else out
+        if t.is_contiguous():
+            view, transposed = t, False
+        elif t.t().is_contiguous():
+            view, transposed, along_rows = t.t(), True, not along_rows
+        else:
+            return quantize(t, dim, bits).double()
+        out = torch.empty(view.shape, dtype=torch.float64)
+        (exact_kernels.quantize_rows if along_rows else exact_kernels.quantize_cols)(view.numpy(), bits, out.numpy())
+        return out.t() if transposed else out
     return quantize(t, dim, bits).double()
+
+
+def _product64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The exact float64 product of a's quantized rows and b's quantized columns."""
+    bits = _bits(a.shape[-1])
+    return quantized64(a, -1, bits) @ quantized64(b, -2, bits)
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -144,26 +152,25 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     rounded once to float32."""
     if not (_f32(a) and _f32(b)):
         return a @ b
-    bits = _bits(a.shape[-1])
-    return (quantized64(a, -1, bits) @ quantized64(b, -2, bits)).float()
+    return _product64(a, b).float()
 
 
 def linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """h W^T + b, the product by :func:`mm` (leading dimensions of h flattened and restored)."""
+    """h W^T + b, the product by :func:`mm` (leading dimensions of h flattened and restored); on a
+    CPU the rounding to float32 and the bias add in one compiled pass (exact_kernels.round_add_into)."""
     lead = h.shape[:-1]
     flat = h.reshape(-1, h.shape[-1])
     if _kernels["on"] and _f32(h) and _f32(weight) and h.device.type == "cpu" and (bias is None or bias.is_contiguous()):
         from . import exact_kernels
 
-        bits = _bits(flat.shape[-1])
-        product = quantized64(flat, -1, bits) @ quantized64(weight.t(), -2, bits)
+        product = _product64(flat, weight.t())
         out = torch.empty(product.shape, dtype=torch.float32)
-        none = torch.empty(0, dtype=torch.float32)
-        exact_kernels.round_add_into(product.numpy(), (none if bias is None else bias.detach()).numpy(), out.numpy())
-        return out.reshape(*lead, weight.shape[0])
-    out = mm(flat, weight.t())
-    if bias is not None:
-        out = out + bias
+        added = torch.empty(0, dtype=torch.float32) if bias is None else bias.detach()
+        exact_kernels.round_add_into(product.numpy(), added.numpy(), out.numpy())
+    else:
+        out = mm(flat, weight.t())
+        if bias is not None:
+            out = out + bias
     return out.reshape(*lead, weight.shape[0])
 
 
