@@ -99,8 +99,6 @@ def plan(seeds: list[int]) -> list[Experiment]:
         Experiment(f"{PREFIX}default", what="the default params and seed"),
         Experiment(f"{PREFIX}autograd", ("train.step=autograd",),
                    what="default seed, train.step: autograd (another summation order)"),
-        Experiment(f"{PREFIX}threads-1", ("numerics.threads=1",),
-                   what="default seed, one torch thread (another summation order)"),
         *[Experiment(f"{PREFIX}seed-{s}", tuple(f"{key}={s}" for key in SEED_KEYS), what=f"seed {s}") for s in seeds],
     ]
 

@@ -56,6 +56,8 @@ def test_threshold_and_detection_on_known_array():
     report = anomaly.detection_report(train, np.array([0.0, 10.0]), {"noise": np.array([10.0, 20.0])}, k=2.0)
     assert report["test_above_threshold"] == 0.5
     assert report["noise"]["detection_rate"] == 1.0 and report["noise"]["auroc"] == pytest.approx(0.875)
+    # the image-to-image spread, which judges one image's score against the set's mean
+    assert report["noise"]["mean"] == 15.0 and report["noise"]["std"] == 5.0
 
 
 def test_uniform_noise_is_seeded_binary():

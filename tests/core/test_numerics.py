@@ -168,3 +168,37 @@ def test_universal_mode_refuses_mps_and_drops_its_promise_for_the_autograd_step(
     assert isinstance(step.make_step(VAE(2, [8]), 1e-3, 4, "autograd"), step.AutogradStep)
     assert numerics.record()["bitwise_promise"] is False
     assert "train.step is autograd" in caplog.text
+
+
+ZEN4 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16 sha_ni
+processor\t: 1
+vendor_id\t: GenuineIntel
+flags\t\t: amx_tile
+"""
+NEOVERSE_N1 = """processor\t: 0
+BogoMIPS\t: 50.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU part\t: 0xd0c
+"""
+
+
+@pytest.mark.parametrize("text, family, flags", [
+    (ZEN4, "AuthenticAMD family 25 model 17", ["AVX-512", "AVX-512-BF16", "AVX2", "FMA"]),
+    (NEOVERSE_N1, "implementer 0x41 part 0xd0c", ["NEON"]),
+    (NEOVERSE_N1.replace("asimddp", "asimddp sve sve2"), "implementer 0x41 part 0xd0c", ["NEON", "SVE", "SVE2"]),
+])
+def test_the_machine_record_names_the_cpu_family_and_the_isa_extensions_that_choose_kernels(text, family, flags):
+    from mnist_vae.core import machine
+
+    assert machine.cpu_detail(text) == {"cpu_family": family, "cpu_flags": flags}
+    info = {"cpu": "AMD EPYC", "cores": 2, "threads": 2, "torch": "2.14", "device": "cpu",
+            **machine.cpu_detail(text)}
+    assert machine.label(info).startswith(f"AMD EPYC ({family}, {' '.join(flags)}), 2 cores")
+    # a record written before the detail existed still reads
+    assert machine.label({k: info[k] for k in ("cpu", "cores", "threads", "torch", "device")}).startswith("AMD EPYC, 2 cores")

@@ -41,3 +41,25 @@ def test_a_finite_run_is_not_stopped():
     assert not any("seconds" in key for key in out["metrics"])  # timings are not metrics
     assert set(out["timings"]) == {"train_seconds", "tracking_seconds", "epoch_seconds", "machine"}
     assert out["timings"]["machine"]["threads"] == torch.get_num_threads() and out["timings"]["machine"]["device"] == "cpu"
+
+
+def test_universal_training_gives_the_same_bits_at_one_thread_and_at_two(monkeypatch):
+    """Why the spread study has no thread-count variant in universal mode: every sum has a fixed
+    order and every product is exact, so the thread count cannot change a bit."""
+    from mnist_vae.core import numerics
+    from mnist_vae.core.training import fit
+
+    monkeypatch.setitem(numerics._state, "mode", "universal")
+    p = params_with({"train.epochs": 1, "train.batch_size": 64, "train.device": "cpu", "tracking.enabled": False})
+    x = (np.random.default_rng(1).random((384, 784)) < 0.2).astype(np.uint8)
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out = fit(p.models["vae20d"], p, x, x[:128], progress=False, name="vae20d")
+            runs.append((out["metrics"]["test_loss"], out["model"].state_dict()))
+    finally:
+        torch.set_num_threads(before)
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])

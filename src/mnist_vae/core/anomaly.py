@@ -88,5 +88,5 @@ def detection_report(train: np.ndarray, test: np.ndarray, others: dict[str, np.n
                               "test_mean": float(np.mean(test))}
     for name, scores in others.items():
         report[name] = {"auroc": auroc(test, scores), "detection_rate": fraction_above(scores, st["threshold"]),
-                        "mean": float(np.mean(scores))}
+                        "mean": float(np.mean(scores)), "std": float(np.std(scores))}
     return report
