@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help setup repro test bench probe prune deps compare lock repro-check spread tolerances power clean-venv
+.PHONY: help setup repro test bench probe prune deps compare lock repro-check spread study tolerances power clean-venv
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -75,11 +75,15 @@ probe: setup ## same seed, same bytes? four stages natively and as emulated Inte
 repro-check: setup ## the reproduction gate: dvc repro --force, then the metrics against tolerances.yaml
 	$(BIN)/python tools/repro_check.py
 
-# The spread study (about an hour on 2 cores; its output is committed, not run by CI):
-# seed experiments through DVC's queue, one job at a time (JOBS=1 suits 2 cores).
+# Studies (studies.yaml, docs/studies.md; their outputs are committed, not run by CI): their
+# experiments through DVC's queue, one job at a time (JOBS=1 suits 2 cores).
 JOBS ?= 1
+STUDY ?= latent-size
 spread: setup ## the spread study: seed and float-order experiments -> reports/spread/ (about an hour)
-	$(BIN)/python tools/spread.py all --jobs $(JOBS)
+	$(BIN)/python tools/study.py spread all --jobs $(JOBS)
+
+study: setup ## a study of studies.yaml (STUDY=latent-size by default) -> reports/studies/$(STUDY)/
+	$(BIN)/python tools/study.py $(STUDY) all --jobs $(JOBS)
 
 tolerances: setup ## tolerances.yaml from the committed spread study
 	$(BIN)/python tools/derive_tolerances.py

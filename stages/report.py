@@ -2,7 +2,8 @@
 own outputs: the reference's numbers with ours and our spread over seeds, per-epoch losses and
 learning curves with the reference's points, one section per model in `models` (evaluation,
 figures, GIFs, and the anomaly study for the models in `anomaly.models`), the ROC curves and
-the speed benchmark. Opens from disk with no network.
+the latent-size sweep (tools/study.py's summary and figure, where it has been run) and the speed
+benchmark. Opens from disk with no network.
 
 Writes reports/index.html, reports/figures/report-learning-curves.png and
 reports/figures/report-roc-curves.png; everything else on the page is linked by relative path.
@@ -21,12 +22,14 @@ def main() -> None:
     ap.add_argument("--benchmark", nargs="*", default=[], help="benchmark tables (markdown) to show")
     ap.add_argument("--reference", default="reference.yaml", help="the reference's numbers")
     ap.add_argument("--spread", default="reports/spread/summary.json", help="the spread study's summary")
+    ap.add_argument("--sweep", default="reports/studies/latent-size",
+                    help="the latent-size study's folder (python tools/study.py latent-size collect)")
     ap.add_argument("--out", default="reports/index.html", help="the page; its own figures go to reports/figures/")
     args = ap.parse_args()
     p = params.load_for_stage()
     models, studies = list(p.models), list(p.anomaly.models)
     from mnist_vae.viz import report  # matplotlib, jinja2: only once the params are known good
-    from mnist_vae.study import spread
+    from mnist_vae.study import engine, spread
 
     root = Path(args.out).parent
     # the reference's setups, each bound to the model that is it (by architecture and batch size)
@@ -56,7 +59,12 @@ def main() -> None:
         anomaly_rows=report.anomaly_rows({m: metrics[layout.anomaly_metrics(m)]}) if m in studies else [],
         anomaly_figures=report.anomaly_figures(m) if m in studies else [],
     ) for m in models]
+    sweep = Path(args.sweep) / "summary.json"
+    doc = artifacts.read_json(sweep) if sweep.is_file() else None  # not run yet: the page says so
     html = report.page(
+        sweep=report.sweep_section(doc, report.markdown_html(engine.table(doc)) if doc else "",
+                                   f"{args.sweep}/figure.png"),
+        sweep_folder=args.sweep,
         sections=sections,
         study=study["study"],
         reference_rows=spread.reference_rows(ref["numbers"], spread.default_params_runs(study),

@@ -17,7 +17,6 @@ from conftest import (
     FAST_MODELS,
     changed_stages,
     dvc,
-    load_script,
     mirror_env,
     ran_stages,
     set_params,
@@ -177,15 +176,17 @@ def experiment_metrics(repo: Path, name: str) -> dict:
 
 @pytest.mark.long
 def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work, s3, tmp_path):
-    """The fan-out of docs/reproducibility.md on loopback: three clones of one bare git origin
-    act as runners (as many at a time as there are cores), each running one experiment of the
-    study with `tools/spread.py run ... --push origin` (its git ref to the origin, its outputs
-    to the S3 remote); a fresh clone collects them with `tools/spread.py collect --pull origin`.
-    Its summary equals the one the one-machine path's code computes from the runs' own metrics
-    files; the same-seed variant runner (the autograd step: another summation order, as another
-    machine would give) is the one sample behind sigma_same, which the power table reads; and any
-    clone gets a run's outputs from S3 by pulling and applying it, without training."""
-    tools_spread = load_script("tools/spread.py")
+    """The fan-out of docs/reproducibility.md on loopback, for studies.yaml's spread entry with
+    two seeds: clones of one bare git origin act as runners (as many at a time as there are
+    cores), each running one experiment of the study with `tools/study.py spread run ... --push
+    origin` (its git ref to the origin, its outputs to the S3 remote); a fresh clone collects them
+    with `tools/study.py spread collect --pull origin`. Its summary equals the one the collector's
+    code computes from the runs' own metrics files, read from their commits; the same-seed variant
+    runner (the autograd step: another summation order, as another machine would give) is the one
+    sample behind sigma_same, which the power table reads; and any clone gets a run's outputs from
+    S3 by pulling and applying it, without training."""
+    from mnist_vae.study import engine
+
     # a tiny study (the plumbing is under test, the committed study holds the numbers): the fast
     # profile with one model and no anomaly stage, two seeds
     params = yaml.safe_load((work / "params.yaml").read_text())
@@ -211,8 +212,8 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
         clone = clone_of(origin, tmp_path / f"runner-{name}")
         dvc("pull", cwd=clone)  # the baseline's outputs: only what the experiment changes reruns
         before = git(clone, "status", "--porcelain"), (clone / "params.yaml").read_text()
-        proc = sh([sys.executable, "tools/spread.py", "run", name, "--seeds", "1", "2", "--push", "origin"], clone,
-                  env=runner_env())
+        proc = sh([sys.executable, "tools/study.py", "spread", "run", name, "--seeds", "1", "2", "--push", "origin"],
+                  clone, env=runner_env())
         assert (git(clone, "status", "--porcelain"), (clone / "params.yaml").read_text()) == before  # left as found
         return name, clone, proc.stdout
 
@@ -227,8 +228,8 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
 
     collector = clone_of(origin, tmp_path / "collector")
     t0 = time.perf_counter()
-    sh([sys.executable, "tools/spread.py", "collect", "--seeds", "1", "2", "--other-machine", "--pull", "origin"],
-       collector)
+    sh([sys.executable, "tools/study.py", "spread", "collect", "--seeds", "1", "2", "--other-machine", "--pull",
+        "origin"], collector)
     collect_seconds = time.perf_counter() - t0
     summary = json.loads((collector / "reports/spread/summary.json").read_text())
     assert summary["study"]["seeds"] == [1, 2] and list(summary["study"]["variants"]) == ["autograd"]
@@ -236,9 +237,11 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     assert all(" on 1 thread, cpu" in m for m in summary["study"]["machines"].values()), summary["study"]["machines"]
     assert "| seed-1 | " in (collector / "reports/spread/summary.md").read_text()
 
-    # the one-machine path's code on the same runs, read from the runners' own experiment commits
-    same_runs = {name: {"metrics": experiment_metrics(clone, name)} for name, clone, _ in done}
-    local = tools_spread.study_summary(same_runs, [], [1, 2])
+    # the collector's code on the same runs, read from the runners' own experiment commits
+    entry = engine.load(work / "studies.yaml")["spread"]
+    planned = {e.name: e for e in engine.plan("spread", entry, [1, 2])}
+    local = engine.seed_spread("spread", entry, [engine.Run(name, experiment_metrics(clone, name), exp=planned[name])
+                                                 for name, clone, _ in done], {})
     assert summary["runs"] == local["runs"] and summary["metrics"] == local["metrics"]
     assert summary["runs"]["seed-1"] != summary["runs"]["seed-2"]  # the seeds did change the results
     assert {m.split(":")[0] for m in summary["metrics"]} == {"reports/models/vae20d/train.json",

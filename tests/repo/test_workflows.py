@@ -92,27 +92,41 @@ def test_dependabot_keeps_the_action_shas_current_and_leaves_the_universal_lock_
     assert "make lock" in (REPO / ".github/dependabot.yml").read_text()
 
 
-def test_the_spread_workflow_fans_out_the_tools_plan_and_collects_it():
-    """spread.yml: started by hand, a plan job whose output is the matrix of the run jobs, and a
-    collect job after them; the matrix keys the run step reads are the ones `plan --runners`
-    writes, and each job calls the documented commands."""
-    path = REPO / ".github/workflows/spread.yml"
+def test_the_study_workflow_fans_out_the_tools_plan_of_the_named_study_and_collects_it():
+    """study.yml: started by hand with a study's name, a plan job whose output is the matrix of
+    the run jobs, and a collect job after them; every job passes the study's name to the tool;
+    the matrix keys the run step reads are the ones `plan --runners` writes, and each job calls
+    the documented commands."""
+    path = REPO / ".github/workflows/study.yml"
     proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
                            str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     flow = yaml.safe_load(path.read_text())
     assert set(flow[True]) == {"workflow_dispatch"} and flow["permissions"] == {}
+    inputs = flow[True]["workflow_dispatch"]["inputs"]
+    assert inputs["study"]["default"] == "spread" and inputs["seeds"]["default"] == ""
     jobs = flow["jobs"]
     assert jobs["run"]["needs"] == "plan" and jobs["collect"]["needs"] == "run"
     assert jobs["run"]["strategy"]["matrix"]["include"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
-    run_script = "\n".join(step.get("run", "") for step in jobs["run"]["steps"])
-    collect_script = "\n".join(step.get("run", "") for step in jobs["collect"]["steps"])
-    assert "tools/spread.py run " in run_script and "tools/spread.py collect " in collect_script
-    assert "--pull" in collect_script and "--push" in run_script
+    scripts = {job: [step for step in jobs[job]["steps"] if "run" in step] for job in ("plan", "run", "collect")}
+    for job, steps in scripts.items():  # the study's name reaches every call of the tool, through the env
+        calls = [line for step in steps for line in step["run"].splitlines() if "tools/study.py" in line]
+        assert calls and all('tools/study.py "$STUDY" ' in line for line in calls), job
+        assert all(step["env"]["STUDY"] == "${{ inputs.study }}" for step in steps if "tools/study.py" in step["run"])
+    run_script = "\n".join(step["run"] for step in scripts["run"])
+    collect_script = "\n".join(step["run"] for step in scripts["collect"])
+    assert 'tools/study.py "$STUDY" run "$NAME"' in run_script and '"$STUDY" collect' in collect_script
+    assert "--pull" in collect_script and "--push" in run_script and "plan --folder" in collect_script
+    assert not (REPO / ".github/workflows/spread.yml").exists()
     used = set(re.findall(r"matrix\.(\w+)", path.read_text()))
-    plan = subprocess.run([sys.executable, "tools/spread.py", "plan", "--seeds", "1", "--runners", "a", "b"],
-                          cwd=REPO, capture_output=True, text=True, check=True)
-    rows = json.loads(plan.stdout)
-    assert used == set(rows[0]) == {"runner", "name", "as"}
-    assert [r["as"] for r in rows if r["runner"] == "b"] == ["spread-machine-b"]
-    assert {"spread-default", "spread-autograd", "spread-seed-1"} == {r["name"] for r in rows}
+    for study in ("spread", "latent-size"):
+        plan = subprocess.run([sys.executable, "tools/study.py", study, "plan", "--seeds", "1", "--runners", "a"]
+                              + (["b"] if study == "spread" else []), cwd=REPO, capture_output=True, text=True,
+                              check=True)
+        rows = json.loads(plan.stdout)
+        assert used == set(rows[0]) == {"runner", "name", "as"}
+        if study == "spread":
+            assert [r["as"] for r in rows if r["runner"] == "b"] == ["spread-machine-b"]
+            assert {"spread-default", "spread-autograd", "spread-seed-1"} == {r["name"] for r in rows}
+        else:
+            assert len(rows) == 7 and rows[0]["name"] == "latent-size-1-seed-1"

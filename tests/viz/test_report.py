@@ -70,7 +70,8 @@ def page_context(**overrides):
     context = dict(
         sections=[section()], study={"n_seeds": 8, "machines": {"default": "a CPU", "seed-1": "a CPU", "xeon": "<another> CPU"}}, reference_rows=[],
         learning_curves="figures/report-learning-curves.png", epoch_rows=[],
-        roc_curves="figures/report-roc-curves.png", benchmarks=[])
+        roc_curves="figures/report-roc-curves.png", benchmarks=[], sweep=None,
+        sweep_folder="reports/studies/latent-size")
     context.update(overrides)
     return context
 
@@ -165,3 +166,40 @@ def test_the_page_shows_each_models_timings():
 def test_roc_figure_without_an_anomaly_study_says_so():
     fig = report.roc_curves({})
     assert [t.get_text() for t in fig.texts] == ["no anomaly study: anomaly.models in params.yaml is empty"]
+
+
+def sweep_doc():
+    """A by-setting summary as tools/study.py writes it (mnist_vae.study.engine.by_setting)."""
+    stats = {"n": 3, "mean": 90.0, "std": 0.5, "min": 89.5, "max": 90.5}
+    run = {"name": "latent-size-2-seed-1", "seed": 1, "machine": "a CPU", "metrics": {}}
+    return {"study": {"name": "latent-size", "about": "The <20-d> setup against its latent size.",
+                      "set": ["evaluate.iwae_images=1000"], "metrics": {"eval.json:test_iwae_nll": "f.json:x"}},
+            "settings": [{"params": {"models.vae20d.latent_dim": d}, "metrics": {"eval.json:test_iwae_nll": stats},
+                          "runs": [run] * 3} for d in (2, 20)]}
+
+
+def test_the_page_shows_the_latent_size_sweep_with_where_it_differs_from_the_papers():
+    from mnist_vae.study import engine
+
+    doc = sweep_doc()
+    sweep = report.sweep_section(doc, report.markdown_html(engine.table(doc)), "reports/studies/latent-size/figure.png")
+    html = report.page(**page_context(sweep=sweep))
+    assert "studies/latent-size/figure.png" in report.linked_files(html)
+    assert "The &lt;20-d&gt; setup" in html and "6 runs over 2 latent sizes" in html
+    assert "<td>90 ± 0.5 (3)</td>" in html.replace(' style="text-align:right"', "")
+    text = re.sub(r"\s+", " ", html)
+    for needed in ("Kingma &amp; Welling (2014) swept 3 to 200 latent dimensions", "Burda et al. (2015)",
+                   "exceeds 0.01", "binarized once by rounding (threshold 0.5)", "one hidden layer of 400 units",
+                   "after 10 epochs", "on the first 1000 test images"):
+        assert needed in text, needed
+    # the sentence is true of the study as studies.yaml and params.yaml run it
+    params, studies = (yaml.safe_load((REPO / f).read_text()) for f in ("params.yaml", "studies.yaml"))
+    assert studies["latent-size"]["set"] == ["evaluate.iwae_images=1000"] and params["evaluate"]["iwae_k"] == 1000
+    assert params["train"]["epochs"] == 10 and params["models"]["vae20d"]["encoder_hidden"] == [400]
+    assert params["data"]["threshold"] == 0.5 and params["evaluate"]["active_unit_threshold"] == 0.01
+
+
+def test_the_page_says_the_sweep_has_not_been_run_rather_than_fail():
+    html = report.page(**page_context(sweep=report.sweep_section(None, "", "reports/studies/latent-size/figure.png")))
+    assert "The latent-size sweep has not been run here" in html and "make study STUDY=latent-size" in html
+    assert not [f for f in report.linked_files(html) if "studies" in f]

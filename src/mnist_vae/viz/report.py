@@ -171,6 +171,15 @@ def roc_curves(curves: dict[str, dict[str, Any]]):
     return fig
 
 
+def sweep_section(doc: dict[str, Any] | None, table_html: str, figure: str) -> dict[str, Any] | None:
+    """The page's view of the latent-size study's summary (tools/study.py collect: summary.json,
+    its table as HTML, its figure under reports/); None where it has not been run."""
+    if doc is None:
+        return None
+    return dict(about=doc["study"]["about"], set=doc["study"]["set"], table=table_html, figure=page_path(figure),
+                settings=len(doc["settings"]), runs=sum(len(s["runs"]) for s in doc["settings"]))
+
+
 def num(value: Any, digits: int = 2) -> str:
     if value is None:
         return "–"

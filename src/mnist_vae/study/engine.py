@@ -1,0 +1,541 @@
+"""Studies as data: each entry of studies.yaml names the params to vary (in DVC's own `-S` sweep
+syntax), the seeds, the stages each run needs, the metrics to collect, and how to summarise and
+draw them. This plans an entry's DVC experiments, runs them (DVC's queue on one machine, or one
+per clone, pushed with `dvc exp push`), collects them (`dvc exp show`, after `dvc exp pull`) and
+writes its summary. tools/study.py is its command line; docs/studies.md shows how to add a study.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..io import artifacts, layout, params
+from ..io.errors import MnistVaeError
+from . import spread
+from .workspace import dvc_exe, git_show, tool_env
+
+STUDIES = "studies.yaml"
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")  # a study's name starts every experiment's git ref
+
+
+class StudyError(MnistVaeError, ValueError):
+    """A study entry that cannot be run, or a DVC command of a study that failed: one line."""
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Seeds(_Entry):
+    keys: list[str] = Field(min_length=1)  # each seed value sets every one of these params
+    values: list[int] | str  # a list, or DVC's "range(1, 4)"
+
+
+class Draw(_Entry):
+    x: str  # a swept param
+    y: list[str] = Field(min_length=1)  # metrics of the study, one panel each
+    log_x: bool = False
+
+
+class Study(_Entry):
+    about: str
+    sweep: list[str] = []  # `-S` strings; choice(...) and range(...) give one run per combination
+    set: list[str] = []  # `-S` strings every run of the study gets
+    seeds: Seeds | None = None
+    baseline: bool = False  # also the default params and seed: <study>-default
+    variants: dict[str, list[str]] = {}  # <study>-<label>: the default seed with these `-S`
+    stages: list[str] = []  # dvc targets each run needs; none: the whole pipeline
+    model: str | None = None  # the model of metrics named by file alone, and of the machine record
+    metrics: list[str] | Literal["all"] = "all"  # "<metrics file>:<dotted key>"
+    summary: Literal["seed-spread", "by-setting"] = "by-setting"
+    draw: Draw | None = None
+    out: str | None = None  # default reports/studies/<name>
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One run of a study: its name, its `dvc exp run -S` settings, and what it is."""
+
+    name: str
+    sets: tuple[str, ...] = ()
+    what: str = ""
+    kind: Literal["baseline", "variant", "run"] = "run"
+    setting: tuple[tuple[str, Any], ...] = ()  # the swept params' values
+    seed: int | None = None
+
+
+# --- the entries ---------------------------------------------------------------------------------
+
+
+def load(path: str | Path = STUDIES) -> dict[str, Study]:
+    """Every entry of the file, validated (schema only: :func:`check` needs params.yaml)."""
+    raw = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: expected a mapping of study names to entries")
+    return {name: entry(name, body, path) for name, body in raw.items()}
+
+
+def entry(name: Any, body: Any, path: str | Path = STUDIES) -> Study:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise StudyError(f"{path}: study {name!r}: a name is 1 to 40 lowercase letters, digits or '-' (it starts "
+                         "every experiment's git ref)")
+    try:
+        return Study.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]
+                      if not str(p).startswith(("list[", "literal[", "function-"))).lstrip(".")
+        raise StudyError(f"{path}: study {name!r}: `{key}`: {err['msg']}" +
+                         (f", got {err['input']!r}" if err["type"] != "missing" else "")) from None
+
+
+def find(name: str, path: str | Path = STUDIES, p: dict | None = None) -> Study:
+    """The entry `name`, checked against params.yaml and dvc.yaml."""
+    studies = load(path)
+    if name not in studies:
+        raise StudyError(f"no study {name!r} in {path}; known: {', '.join(studies)}")
+    check(name, studies[name], p)
+    return studies[name]
+
+
+def out_dir(name: str, study: Study) -> Path:
+    return Path(study.out or f"reports/studies/{name}")
+
+
+def _parse(line: str, name: str) -> tuple[str, list]:
+    """(key, values) of one `-S` string, by the parser DVC's own sweeps use (hydra's)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        override = OverridesParser.create().parse_overrides([line])[0]
+    except HydraException as exc:
+        why = "has no values" if re.search(r"choice\(\s*\)", line) else \
+            f"is not DVC's -S syntax ({str(exc).splitlines()[0]})"
+        raise StudyError(f"study {name!r}: `{line}` {why}") from None
+    values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+    if not values:
+        raise StudyError(f"study {name!r}: `{line}` has no values (an empty sweep)")
+    return override.key_or_group, values
+
+
+def seed_values(name: str, study: Study) -> list[int]:
+    if study.seeds is None:
+        return []
+    seeds = study.seeds.values
+    return _parse(f"seed={seeds}", name)[1] if isinstance(seeds, str) else list(seeds)
+
+
+def plan(name: str, study: Study, seeds: list[int] | None = None) -> list[Experiment]:
+    """The study's experiments, the same for one machine and for many: the baseline, the
+    variants, then every combination of the swept values under every seed (`seeds` overrides
+    the entry's)."""
+    fixed = tuple(study.set)
+    exps = [Experiment(f"{name}-default", fixed, "the default params and seed", "baseline")] if study.baseline else []
+    exps += [Experiment(f"{name}-{label}", fixed + tuple(sets), f"the default seed with {', '.join(sets)}", "variant")
+             for label, sets in study.variants.items()]
+    axes = [[(key, v) for v in values] for key, values in (_parse(s, name) for s in study.sweep)]
+    seeds = seeds if seeds is not None else seed_values(name, study)
+    for setting in itertools.product(*axes):
+        for seed in seeds or [None]:
+            parts = [_ref_part(v) for _, v in setting] + ([f"seed-{seed}"] if seed is not None else [])
+            sets = fixed + tuple(f"{k}={v}" for k, v in setting)
+            sets += tuple(f"{k}={seed}" for k in study.seeds.keys) if seed is not None else ()
+            what = ", ".join([f"{k}={v}" for k, v in setting] + ([f"seed {seed}"] if seed is not None else []))
+            exps.append(Experiment("-".join([name, *parts]), sets, what, "run", setting, seed))
+    return exps
+
+
+def _ref_part(value: Any) -> str:
+    """A swept value as part of a git ref name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(value)).strip(".") or "_"
+
+
+def check(name: str, study: Study, p: dict | None = None, dvc_yaml: str | Path = "dvc.yaml") -> None:
+    """What the schema cannot see: every param exists in params.yaml and takes its value, the
+    sweep is not empty, the stages and metrics are ones the pipeline has."""
+    p = p if p is not None else yaml.safe_load(Path("params.yaml").read_text())
+    exps = plan(name, study)  # parses every -S string: an empty or unreadable sweep ends here
+    for line in {s for e in exps for s in e.sets}:
+        _param_path(name, p, line.split("=", 1)[0])
+    for exp in exps:  # the params as each run would have them: wrong types and impossible values
+        try:
+            params.validate(_with(p, exp.sets))
+        except params.ParamsError as exc:
+            raise StudyError(f"study {name!r}, experiment {exp.name}: {exc}") from None
+    if study.model is not None and study.model not in (p.get("models") or {}):
+        raise StudyError(f"study {name!r}: `model`: params.yaml has no model {study.model!r}")
+    metric_paths(name, study, p)
+    if study.summary == "seed-spread" and not (study.baseline and study.seeds):
+        raise StudyError(f"study {name!r}: a seed-spread summary needs `baseline: true` and `seeds`")
+    swept = {_parse(s, name)[0] for s in study.sweep}
+    if study.draw and study.draw.x not in swept:
+        raise StudyError(f"study {name!r}: draw.x {study.draw.x!r} is not a swept param ({', '.join(swept) or 'none'})")
+    if study.draw and set(study.draw.y) - set(study.metrics):
+        raise StudyError(f"study {name!r}: draw.y names metrics the study does not collect: "
+                         f"{sorted(set(study.draw.y) - set(study.metrics))}")
+    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    for target in study.stages:
+        stage, _, item = target.partition("@")
+        each = stages.get(stage, {}).get("foreach")
+        items = _lookup(p, each[2:-1]) if isinstance(each, str) and each.startswith("${") else each
+        if stage not in stages or bool(item) != bool(each) or (item and item not in (items or [])):
+            raise StudyError(f"study {name!r}: stage {target!r} is not a stage of {dvc_yaml}")
+    if study.summary == "by-setting" and study.metrics == "all":
+        raise StudyError(f"study {name!r}: a by-setting summary names its `metrics`")
+
+
+def _lookup(tree: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _param_path(name: str, p: dict, key: str) -> None:
+    """DVC's -S sets a key params.yaml has; a model's key needs the model first."""
+    parts = key.split(".")
+    if parts[0] == "models" and len(parts) > 1 and parts[1] not in (p.get("models") or {}):
+        raise StudyError(f"study {name!r}: `{key}`: params.yaml has no model {parts[1]!r} "
+                         f"(models: {', '.join(p.get('models') or {})})")
+    node = p
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            raise StudyError(f"study {name!r}: `{key}` is not a param of params.yaml")
+        node = node[part]
+
+
+def _with(p: dict, sets: tuple[str, ...]) -> dict:
+    out = copy.deepcopy(p)
+    for line in sets:
+        key, value = line.split("=", 1)
+        *parents, last = key.split(".")
+        (_lookup(out, ".".join(parents)) if parents else out)[last] = yaml.safe_load(value)
+    return out
+
+
+def metric_paths(name: str, study: Study, p: dict) -> dict[str, str]:
+    """{metric as the entry names it: its flat name, "<file>:<dotted key>"}. A file is a metrics
+    file of layout.METRICS_FILES: alone (of the entry's `model`), as <model>/<file>, or as its
+    path (`{model}` allowed); a model's committed file, where there is one, must have the key."""
+    models = list(p.get("models") or {})
+    out = {}
+    for metric in [] if study.metrics == "all" else study.metrics:
+        file, sep, key = metric.rpartition(":")
+        path = file.format(model=study.model) if "{model}" not in file or study.model else file
+        if "/" not in path and study.model:
+            path = f"{study.model}/{path}"
+        if path.count("/") == 1:
+            path = f"{layout.MODELS_REPORTS}/{path}"
+        folder, _, base = path.rpartition("/")
+        model = folder.removeprefix(layout.MODELS_REPORTS + "/")
+        if not sep or folder != f"{layout.MODELS_REPORTS}/{model}" or base not in layout.METRICS_FILES:
+            raise StudyError(f"study {name!r}: metric {metric!r}: no stage writes it (a metric is "
+                             f"\"<{' | '.join(layout.METRICS_FILES)}>:<key>\" with `model:`, or <model>/<file>:<key>)")
+        if model not in models or (base == "anomaly.json" and model not in p["anomaly"]["models"]):
+            raise StudyError(f"study {name!r}: metric {metric!r}: no stage writes {path} (models: {', '.join(models)}; "
+                             f"anomaly.models: {', '.join(p['anomaly']['models'])})")
+        committed = Path(path)
+        if committed.is_file() and key not in spread.flatten(json.loads(committed.read_text())):
+            raise StudyError(f"study {name!r}: metric {metric!r}: {path} has no key {key!r}")
+        out[metric] = f"{path}:{key}"
+    return out
+
+
+# --- running: DVC's queue on one machine, or one experiment per clone ------------------------------
+
+
+def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([dvc_exe(), *args], capture_output=True, text=True, env=tool_env())
+    if check and proc.returncode != 0:
+        raise StudyError(f"`dvc {' '.join(args)}` failed (exit {proc.returncode}): "
+                         + (proc.stderr.strip() or proc.stdout.strip())[-2000:].replace("\n", " | "))
+    return proc
+
+
+def existing_names() -> set[str]:
+    """Names of this repository's experiments (any commit, any state)."""
+    doc = json.loads(dvc("exp", "show", "--json", "--all-commits").stdout or "[]")
+    return {e.get("name") or r.get("name") for b in doc for e in b.get("experiments") or [] for r in e.get("revs") or []}
+
+
+def run_args(study: Study, exp: Experiment) -> list[str]:
+    """`dvc exp run`'s settings and targets. A whole-pipeline run is forced from the training on:
+    a runner measures its own machine even where the baseline's outputs would let DVC skip it."""
+    targets = list(study.stages) or ["--force", "--downstream", "train"]
+    return [*(a for kv in exp.sets for a in ("-S", kv)), *targets]
+
+
+def queue(exps: list[Experiment], study: Study) -> None:
+    old = sorted(existing_names() & {e.name for e in exps})
+    if old:  # a rerun of the study replaces its experiments
+        dvc("exp", "remove", *old)
+    for exp in exps:  # the queue runs only what changed: no --force (the workspace's outputs are the baseline)
+        dvc("exp", "run", "--queue", "-n", exp.name, *[a for a in run_args(study, exp) if a != "--force"])
+    print(f"queued {len(exps)} experiments: {', '.join(e.name for e in exps)}")
+
+
+def start(jobs: int, poll: float = 15.0) -> None:
+    """dvc queue start, then wait for the queue to empty; one line per failed task's log."""
+    t0 = time.perf_counter()
+    dvc("queue", "start", "--jobs", str(jobs))
+    while True:
+        status = dvc("queue", "status").stdout
+        if not [line for line in status.splitlines() if " Queued " in f" {line} " or " Running " in f" {line} "]:
+            break
+        time.sleep(poll)
+    print(status)
+    print(f"queue finished in {time.perf_counter() - t0:.0f} s")
+    failed = [line.split()[0] for line in status.splitlines() if " Failed " in f" {line} "]
+    for task in failed:
+        print(dvc("queue", "logs", task, check=False).stdout[-3000:])
+    if failed:
+        raise StudyError(f"{len(failed)} queued experiment(s) failed (logs above; `dvc queue logs <task>`)")
+
+
+def run_one(prefix: str, study: Study, exp: Experiment, as_name: str | None, push: str | None, outputs: bool,
+            label: Callable[[dict | None], str]) -> None:
+    """A runner: one experiment of the plan in this clone (in a temporary workspace, so the
+    clone's own stays as it was), then its git ref and outputs pushed. `label` names a machine
+    record (core.machine.label: the tool passes it, as study/ does not import core/)."""
+    final = as_name or exp.name
+    if as_name and not as_name.startswith(f"{prefix}-machine-"):
+        raise StudyError(f"--as names a rerun on another machine: {prefix}-machine-<label>, got {as_name!r}")
+    if push and outputs and not dvc("remote", "default", check=False).stdout.strip():
+        raise StudyError("--push sends the outputs to the DVC remote, and this clone has no default remote: "
+                         "add one (`dvc remote add -d ...`) or pass --no-outputs to push only the git ref")
+    if final in existing_names():
+        dvc("exp", "remove", final)
+    t0 = time.perf_counter()
+    dvc("exp", "run", "--temp", "-n", final, *run_args(study, exp))
+    print(f"{final}: ran in {time.perf_counter() - t0:.0f} s on {label(run_machine(exp_ref(final), study.model))}")
+    if push:
+        dvc("exp", "push", push, final, *([] if outputs else ["--no-cache"]))
+        print(f"{final}: pushed to {push}" + (" and the DVC remote" if outputs else " (git ref only)"))
+
+
+def exp_ref(name: str) -> str:
+    """The commit of this clone's experiment `name` (its ref under refs/exps/)."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    found = [line.split()[0] for line in refs if line.endswith(f"/{name}")]
+    if not found:
+        raise StudyError(f"the experiment {name!r} ran but no ref refs/exps/.../{name} exists")
+    return found[0]
+
+
+def run_machine(rev: str, model: str | None = None) -> dict | None:
+    """The machine a commit ran on: its model's timings-train.json (`model`, or the first model of
+    that commit's params.yaml: every run trains its models on one machine)."""
+    if model is None:
+        text = git_show(rev, "params.yaml")
+        model = next(iter((yaml.safe_load(text) or {}).get("models") or {}), None) if text else None
+    text = git_show(rev, layout.timings(model, "train")) if model else None
+    return json.loads(text).get("machine") if text else None
+
+
+def pull(git_remote: str) -> None:
+    """The experiments of this commit from the git remote: refs only (metrics live in git)."""
+    t0 = time.perf_counter()
+    dvc("exp", "pull", "--force", "--no-cache", git_remote)
+    print(f"pulled the experiments of HEAD from {git_remote} in {time.perf_counter() - t0:.0f} s")
+
+
+def experiments() -> list[dict]:
+    """[{name, params, metrics (flat), rev}] of every finished experiment of this repository."""
+    doc = json.loads(dvc("exp", "show", "--json", "--all-commits").stdout or "[]")
+    out = []
+    for base in doc:
+        for exp in base.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state", "success")
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                if state != "success" or not data:
+                    continue  # queued, running or failed
+                metrics = {path: (m or {}).get("data", {}) for path, m in (data.get("metrics") or {}).items()}
+                prms = {path: (p or {}).get("data", {}) for path, p in (data.get("params") or {}).items()}
+                out.append({"name": rev.get("name") or exp.get("name"), "metrics": spread.flat_metrics(metrics),
+                            "params": prms, "rev": rev.get("rev")})
+    return out
+
+
+def committed_metrics(rev: str) -> dict:
+    """The metrics committed at `rev` (every model's metrics files)."""
+    listing = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, layout.MODELS_REPORTS],
+                             capture_output=True, text=True, check=True).stdout.split()
+    return spread.flat_metrics({path: json.loads(git_show(rev, path)) for path in listing
+                                if path.rsplit("/", 1)[-1] in layout.METRICS_FILES})
+
+
+# --- summaries -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """A finished experiment of the study as the summaries read it."""
+
+    name: str
+    metrics: dict[str, Any]
+    machine: str = "not recorded"
+    exp: Experiment | None = None  # None: not in the plan (a rerun on another machine, --as)
+    extra: dict = field(default_factory=dict)
+
+
+def collect(name: str, study: Study, label: Callable[[dict | None], str], seeds: list[int] | None = None,
+            other: list[str] = ()) -> dict:
+    """The study's summary from this repository's experiments, written to its folder; `label`
+    names a machine record (as in :func:`run_one`)."""
+    exps = {e.name: e for e in plan(name, study, seeds)}
+    model = study.model or next(iter(yaml.safe_load(Path("params.yaml").read_text())["models"]))
+    runs = [Run(e["name"], e["metrics"], label(run_machine(e["rev"], model)), exps.get(e["name"]))
+            for e in experiments() if e["name"] in exps or (e["name"] or "").startswith(f"{name}-machine-")]
+    for item in other:  # committed metrics of the default run made on another CPU
+        tag, rev = item.split("=", 1)
+        metrics = committed_metrics(rev)
+        if not metrics:
+            raise StudyError(f"--other-machine {item}: {rev} has no metrics under {layout.MODELS_REPORTS}/")
+        runs.append(Run(f"{name}-{tag}", metrics, label(run_machine(rev)),
+                        extra={"what": f"committed metrics of {rev}: same seed, another CPU"}))
+    p = yaml.safe_load(Path("params.yaml").read_text())
+    doc = (seed_spread if study.summary == "seed-spread" else by_setting)(name, study, runs, metric_paths(name, study, p))
+    write(name, study, doc)
+    return doc
+
+
+def seed_spread(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -> dict:
+    """The spread study's summary (study.spread.summarize): the seed runs' spread of every metric,
+    the baseline's z, and each same-seed variant's difference from the baseline."""
+    def label(run: Run) -> str:
+        return run.name.removeprefix(f"{name}-")
+
+    def kept(run: Run) -> dict:
+        return {k: v for k, v in run.metrics.items() if k in paths.values()} if paths else run.metrics
+
+    base = [r for r in runs if r.exp and r.exp.kind == "baseline"]
+    seeded = sorted((r for r in runs if r.exp and r.exp.kind == "run"), key=lambda r: r.exp.seed)
+    if not base or len(seeded) < 2:
+        raise StudyError(f"need {name}-default and at least 2 seed experiments, found {sorted(r.name for r in runs)}")
+    others = sorted((r for r in runs if r not in base and r not in seeded), key=label)
+    seeds, default = {label(r): kept(r) for r in seeded}, kept(base[0])
+    variants = {label(r): kept(r) for r in others}
+    return {
+        "study": {"what": study.about, "seeds": [r.exp.seed for r in seeded], "n_seeds": len(seeded),
+                  "machines": {label(r): r.machine for r in sorted(runs, key=label)},
+                  "variants": {label(r): f"{r.extra.get('what') or (r.exp.what if r.exp else 'the default params and seed on another machine')}; {r.machine}"
+                               for r in others}},
+        "runs": {"default": default, **seeds, **{f"variant:{k}": v for k, v in variants.items()}},
+        "metrics": spread.summarize(seeds, default, variants),
+    }
+
+
+def by_setting(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -> dict:
+    """Per setting of the swept params: each metric's mean, std (ddof 1), n, min and max over the
+    seeds, and the runs themselves."""
+    import numpy as np
+
+    settings: dict[tuple, list[Run]] = {}
+    for run in (r for r in runs if r.exp and r.exp.kind == "run"):
+        settings.setdefault(run.exp.setting, []).append(run)
+    rows = []
+    for setting in (s for s in dict.fromkeys(e.setting for e in plan(name, study)) if s in settings):
+        group = sorted(settings[setting], key=lambda r: r.exp.seed or 0)
+        stats = {}
+        for metric, flat in paths.items():
+            x = np.array([r.metrics[flat] for r in group if flat in r.metrics], dtype=np.float64)
+            stats[metric] = {"n": len(x), "mean": float(x.mean()) if len(x) else None,
+                             "std": float(x.std(ddof=1)) if len(x) > 1 else None,
+                             "min": float(x.min()) if len(x) else None, "max": float(x.max()) if len(x) else None}
+        rows.append({"params": dict(setting), "metrics": stats,
+                     "runs": [{"name": r.name, "seed": r.exp.seed, "machine": r.machine,
+                               "metrics": {m: r.metrics.get(f) for m, f in paths.items()}} for r in group]})
+    return {"study": {"name": name, "about": study.about, "set": list(study.set), "sweep": list(study.sweep),
+                      "seeds": study.seeds.model_dump() if study.seeds else None, "stages": list(study.stages),
+                      "metrics": paths, "draw": study.draw.model_dump() if study.draw else None},
+            "settings": rows}
+
+
+def _cell(row: dict) -> str:
+    if row["n"] == 0:
+        return "-"
+    return f"{row['mean']:.4g}" + (f" ± {row['std']:.2g}" if row["std"] is not None else "") + f" ({row['n']})"
+
+
+def table(doc: dict) -> str:
+    """A by-setting summary's markdown table: one row per setting, `mean ± std (n)` per metric."""
+    rows, metrics = doc["settings"], list(doc["study"]["metrics"])
+    keys = list(rows[0]["params"]) if rows else []
+    lines = ["| " + " | ".join([*keys, *metrics]) + " |", "|" + "---:|" * (len(keys) + len(metrics))]
+    return "\n".join(lines + ["| " + " | ".join([*(str(r["params"][k]) for k in keys),
+                                                 *(_cell(r["metrics"][m]) for m in metrics)]) + " |"
+                              for r in rows]) + "\n"
+
+
+def markdown(doc: dict) -> str:
+    """A by-setting summary as markdown: what the study is, then its :func:`table`."""
+    study = doc["study"]
+    seeds = f"Seeds {study['seeds']['values']} over {', '.join(study['seeds']['keys'])}. " if study["seeds"] else ""
+    return "\n".join([f"# Study {study['name']}", "", study["about"].strip(), "",
+                      f"Set in every run: {', '.join(f'`{s}`' for s in study['set']) or 'nothing'}. {seeds}"
+                      f"Regenerate with `python tools/study.py {study['name']} all`.", "", table(doc)])
+
+
+def figure(doc: dict):
+    """One panel per drawn metric against the swept param, seed standard deviations as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    draw, rows = doc["study"]["draw"], [r for r in doc["settings"]]
+    fig, axes = plt.subplots(1, len(draw["y"]), figsize=(4.2 * len(draw["y"]), 3.6), squeeze=False)
+    x = [r["params"][draw["x"]] for r in rows]
+    for ax, metric in zip(axes[0], draw["y"]):
+        stats = [r["metrics"][metric] for r in rows]
+        ax.errorbar(x, [s["mean"] for s in stats], yerr=[s["std"] or 0.0 for s in stats], marker="o", capsize=3)
+        if draw["log_x"]:
+            ax.set_xscale("log")
+        ax.set_xticks(x, [str(v) for v in x], minor=False)  # the settings themselves, not powers of ten
+        ax.minorticks_off()
+        ax.set_xlabel(draw["x"])
+        ax.set_ylabel(metric.rpartition(":")[2])
+        ax.set_title(metric, fontsize=9)
+        ax.grid(alpha=0.3)
+    n = sorted({s["n"] for r in rows for s in r["metrics"].values()})
+    fig.suptitle(f"{doc['study']['name']}: mean ± std over seeds (n = {', '.join(map(str, n))})")
+    fig.tight_layout()
+    return fig
+
+
+def write(name: str, study: Study, doc: dict) -> None:
+    out = out_dir(name, study)
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(out / "summary.json", doc)
+    artifacts.write_bytes(out / "summary.md", (spread.markdown if study.summary == "seed-spread" else markdown)(doc)
+                          .encode())
+    if study.summary == "seed-spread":
+        write_results(doc, out)
+    if study.summary == "by-setting" and study.draw and doc["settings"]:
+        artifacts.write_figure(out / "figure.png", figure(doc), dpi=110)
+    print(f"wrote {out}/summary.json and summary.md" + (" and figure.png" if study.draw else ""))
+
+
+def write_results(doc: dict, out: Path = Path("reports/spread")) -> None:
+    """results.md beside a seed-spread summary: the reference's numbers beside ours (the README's
+    results table), the seed runs' spread and the committed run."""
+    from . import reference
+
+    committed = {}
+    for path in sorted(p for name in layout.METRICS_FILES for p in Path(layout.MODELS_REPORTS).glob(f"*/{name}")):
+        committed.update(spread.flat_metrics({path.as_posix(): json.loads(path.read_text())}))
+    (out / "results.md").write_text(spread.results_table(reference.load()["numbers"], spread.default_params_runs(doc),
+                                                         committed))
