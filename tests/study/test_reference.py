@@ -78,3 +78,36 @@ def test_reference_yaml_errors_name_the_entry_and_key(edit, needle):
         reference.check(doc)
     assert str(err.value).startswith(f"reference.yaml: {needle}"), str(err.value)
     assert str(err.value).endswith("restore it with `git checkout -- reference.yaml`")
+
+
+def test_every_reference_metric_judged_by_and_image_spread_is_a_number_the_committed_run_wrote():
+    """A misspelled key in reference.yaml would leave its row "not in the study" without a word."""
+    import json
+
+    from mnist_vae.study import spread
+
+    bound = reference.load(str(REPO))
+    assert bound["numbers"]
+    for row in bound["numbers"]:
+        for key in ("metric", "judged_by", "image_spread"):
+            if key not in row:
+                continue
+            path, dotted = row[key].split(":", 1)
+            flat = spread.flat_metrics({path: json.loads((REPO / path).read_text())})
+            value = flat.get(row[key])
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), (row["label"], key, row[key])
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"judged_by": "anomaly.json:kl.noise.mean"}, "come together"),
+    ({"image_spread": "anomaly.json:kl.noise.std"}, "come together"),
+    ({"judged_by": "anomaly.json:kl.noise.mean", "image_spread": "kl.noise.std"}, "image_spread"),
+])
+def test_one_image_rows_need_both_the_set_and_its_spread(extra, needle):
+    import yaml
+
+    doc = yaml.safe_load((REPO / "reference.yaml").read_text())
+    row = {"label": "one image", "value": 50.0, "metric": "anomaly.json:noise_image.kl", **extra}
+    doc["setups"]["notebook-20d"]["numbers"] = [row]
+    with pytest.raises(DataError, match=needle):
+        reference.check(doc)

@@ -15,7 +15,9 @@ The first rule that matches wins; a metric no rule matches must be equal.
 
 Whatever its rule, a metric fails when it vanishes or appears, changes type, is not finite, or
 takes a value the metric cannot have (a negative loss or KL, a rate outside [0, 1], a percentile
-outside [0, 100]); a row that is not gated still fails beyond its sanity bound.
+outside [0, 100]) or a collapse its kind rules out (kind_problem: an AUROC below chance, a rate
+that falls to 0 or more than doubles, a loss that moves by more than a tenth); a row that is not
+gated still fails beyond its sanity bound.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..io import yamlfile
 from ..io.errors import MnistVaeError
 
 KINDS = ("ignore", "exact", "abs", "rel", "report")
-OPTIONAL = ("sigma_diff", "gated", "why")
+OPTIONAL = ("sigma_diff", "gated", "why", "images")
 
 
 # A row the gate does not gate (too noisy, or not measured by the study yet) still fails when it
@@ -62,6 +64,32 @@ def domain(metric: str) -> tuple[float, float]:
         if fnmatch.fnmatchcase(key, pattern):
             return low, high
     return -math.inf, math.inf
+
+
+# What a metric's kind says a change cannot be, whatever its tolerance or whether it is gated:
+# a detector below chance, a rate that collapses to zero or more than doubles (beyond three
+# Poisson standard deviations of its image count, where `images` is known), a loss that moves by
+# more than LOSS_REL of itself.
+LOSS_REL = 0.1
+LOSSES = ("*loss", "*_nll", "*test_neg_elbo", "*_bce")  # over a data set: not one image's score
+
+
+def kind_problem(metric: str, committed: float, new: float, images: int | None = None) -> str:
+    """Why a move of `metric` from `committed` to `new` is a collapse whatever the tolerance, or ""."""
+    key = metric.split(":", 1)[-1]
+    if fnmatch.fnmatchcase(key, "*auroc"):
+        return f"AUROC {new:.4g} is below chance (0.5)" if new < 0.5 <= committed else ""
+    if domain(metric) == (0.0, 1.0):
+        if committed > 0 and new == 0:
+            return f"rate fell to 0 (from {committed:.4g})"
+        count, new_count = (committed * images, new * images) if images else (committed, new)
+        allowance = 3 * math.sqrt(2 * count) if images else 0.0
+        if committed > 0 and new_count > 2 * count + allowance + 1e-9:
+            return f"rate more than doubled ({committed:.4g} -> {new:.4g})"
+        return ""
+    if committed and any(fnmatch.fnmatchcase(key, p) for p in LOSSES) and abs(new - committed) > LOSS_REL * abs(committed):
+        return f"loss moved by more than {LOSS_REL:.0%} ({committed:.4g} -> {new:.4g})"
+    return ""
 
 
 def sanity_bound(committed: float, sigma: float | None) -> float:
@@ -102,7 +130,9 @@ def check_rule(rule: Any, where: str = "tolerances") -> dict[str, Any]:
     for key, ok, want in (("gated", lambda v: isinstance(v, bool), "true or false"),
                           ("why", lambda v: isinstance(v, str) and v.strip(), "a non-empty string"),
                           ("sigma_diff", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                           and math.isfinite(v) and v >= 0, "a finite number >= 0")):
+                           and math.isfinite(v) and v >= 0, "a finite number >= 0"),
+                          ("images", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                           "a whole number > 0")):
         if key in rule and not ok(rule[key]):
             raise RuleError(f"{where}: rule for {rule['match']!r}: `{key}` must be {want}, got {rule[key]!r}")
     if rule.get("gated") is False and "why" not in rule:
@@ -193,6 +223,10 @@ def problem_of(committed: Any, new: Any, rule: dict[str, Any], metric: str = "")
         low, high = domain(metric)
         if not low <= new <= high:
             return f"impossible value (must be in [{low:g}, {high:g}])"
+        if _is_number(committed):
+            collapse = kind_problem(metric, committed, new, rule.get("images"))
+            if collapse:
+                return collapse
     if _is_number(committed) and _is_number(new) and (rule.get("report") or rule.get("gated") is False):
         sigma = rule.get("sigma_diff")
         bound = sanity_bound(committed, sigma)

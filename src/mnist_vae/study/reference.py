@@ -77,13 +77,16 @@ def check(doc: Any, path: str = "reference.yaml") -> dict[str, Any]:
             at = f"{where}.numbers[{i}]"
             if not isinstance(row, dict):
                 raise bad(at, f"must be a mapping with label, value, metric, got {row!r}")
-            extra = sorted(set(row) - {"label", "value", "metric", "judged_by"})
+            extra = sorted(set(row) - {"label", "value", "metric", "judged_by", "image_spread"})
             missing = [k for k in ("label", "value", "metric") if k not in row]
             if extra or missing:
                 raise bad(at, f"unknown key {extra[0]!r}" if extra else f"missing key {missing[0]!r}")
             if not _finite(row["value"]):
                 raise bad(f"{at}.value ({row['label']})", f"must be a finite number, got {row['value']!r}")
-            for key in ("metric", "judged_by"):
+            if ("image_spread" in row) != ("judged_by" in row):
+                raise bad(f"{at} ({row['label']})", "judged_by (a set's mean) and image_spread (its image-to-image std) "
+                                                    "come together: one image is judged by the set it is one of")
+            for key in ("metric", "judged_by", "image_spread"):
                 if key not in row:
                     continue
                 file, _, dotted = row[key].partition(":") if isinstance(row[key], str) else ("", "", "")
@@ -132,7 +135,7 @@ def bind(doc: dict[str, Any], models: dict[str, dict[str, Any]]) -> dict[str, An
     for name, model in bound.items():
         setup, folder = doc["setups"][name], layout.model_dir(model)
         for row in setup["numbers"]:
-            numbers.append({**row, **{key: f"{folder}/{row[key]}" for key in ("metric", "judged_by") if key in row}})
+            numbers.append({**row, **{key: f"{folder}/{row[key]}" for key in ("metric", "judged_by", "image_spread") if key in row}})
         if "epochs" in setup:
             epochs[model] = setup["epochs"]
     return {"bound": bound, "numbers": numbers, "epochs": epochs}

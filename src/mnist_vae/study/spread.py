@@ -86,12 +86,6 @@ def sigma_diff(std: float, variant_deltas: Iterable[float] = ()) -> float:
     return max(std * math.sqrt(2), max((abs(d) for d in variant_deltas), default=0.0))
 
 
-# The leave-one-out check flags only runs well outside the spread (1.5 k sigma_diff): with a few
-# runs, one at k sigma_diff from another is expected now and then; far beyond it means heavy tails,
-# and the tolerance is then widened to what the runs showed rather than switched off.
-LOO_FACTOR = 1.5
-
-
 def t_ppf(q: float, df: float) -> float:
     """Student's t quantile: scipy.stats.t.ppf's own kernel for 0 < q < 1 (the same bits,
     tests/study/test_spread.py), without the import of scipy.stats, which is slow and would be
@@ -108,25 +102,6 @@ def chi2_ppf(q: float, df: float) -> float:
     return 2 * gammaincinv(df / 2, q)
 
 
-def k_for_false_alarm(false_alarm: float, n: int) -> float:
-    """k such that a run with no change lands beyond k sigma_diff with probability `false_alarm`,
-    when sigma_diff is estimated from n seed runs: Student's t with n - 1 degrees of freedom,
-    two-sided."""
-    return float(t_ppf(1 - false_alarm / 2, n - 1))
-
-
-def leave_one_out_ok(values: np.ndarray, k: float, floor: float) -> bool:
-    """True when no run lies farther than k sigma_diff (with the floor) from another run, sigma_diff
-    estimated from the runs without it: a check that the spread measured on a few runs also
-    covers a run it has not seen (heavy tails fail it)."""
-    for i in range(len(values)):
-        rest = np.delete(values, i)
-        tol = max(k * sigma_diff(float(np.std(rest, ddof=1)) if len(rest) > 1 else 0.0), floor)
-        if np.max(np.abs(rest - values[i])) > tol:
-            return False
-    return True
-
-
 def saturated_rate_tolerance(runs: int, trials: int, k: float, confidence: float = 0.95) -> tuple[float, float]:
     """(tolerance, sigma) for a rate that sat at its bound (0 or 1) in every one of `runs` runs of
     `trials` images each: the per-image chance of the other outcome is at most
@@ -135,49 +110,6 @@ def saturated_rate_tolerance(runs: int, trials: int, k: float, confidence: float
     p = 1 - (1 - confidence) ** (1 / (runs * trials))
     sigma = math.sqrt(p * (1 - p) / trials)
     return p + k * sigma, sigma
-
-
-def derive_tolerances(summary: dict[str, dict[str, Any]], exact: Iterable[str], k: float, floor: float,
-                      max_useful_rel: float, unmeasured: Iterable[str] = (),
-                      runs: dict[str, dict[str, Any]] | None = None,
-                      rate_trials: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Gate rules from the measured spread.
-
-    The tolerance of a measured metric is k times the spread of the difference of two runs,
-    sigma_diff = max(std x sqrt 2, the largest same-seed variant difference), at least `floor`.
-    Where `runs` (the runs at the default params: seeds and the default seed) fail the
-    leave-one-out check, the tolerance is widened to the runs' range (the largest difference the
-    study saw between two runs). A rate (`rate_trials`: metric -> images behind it) that sat at
-    its bound in every run gets the binomial tolerance of :func:`saturated_rate_tolerance`, not
-    the floor. A metric is reported, not gated, when its tolerance exceeds max_useful_rel of its
-    mean (a window that wide catches only breakage the gated metrics catch first). Metrics in
-    `exact` (run descriptions) must match exactly; timings are ignored; metrics matching
-    `unmeasured` (added to the pipeline after the study) are shown, never failing.
-    """
-    rules: list[dict[str, Any]] = [{"match": p, "ignore": True} for p in IGNORED]
-    rules += [{"match": p, "exact": True} for p in exact]
-    for name, row in sorted(summary.items()):
-        spread_diff = sigma_diff(row["std"], (v["delta"] for v in row.get("variants", {}).values()))
-        tol = max(k * spread_diff, floor)
-        why = ""
-        values = np.array([r[name] for r in (runs or {}).values() if _number(r.get(name))], dtype=np.float64)
-        trials = (rate_trials or {}).get(name)
-        if trials and len(values) and np.all(values == values[0]) and values[0] in (0.0, 1.0):
-            tol, sigma = saturated_rate_tolerance(len(values), trials, k)
-            spread_diff = sigma * math.sqrt(2)
-            why = f"at {values[0]:g} in all {len(values)} runs: binomial over {trials} images (rule of three)"
-        elif len(values) > 2 and not leave_one_out_ok(values, LOO_FACTOR * k, floor):
-            tol = max(tol, float(values.max() - values.min()))
-            why = f"widened to the runs' range: leave-one-out found a run beyond {LOO_FACTOR:g} k sigma_diff"
-        rule = {"match": name, "abs": float(f"{tol:.4g}"), "sigma_diff": float(f"{spread_diff:.4g}")}
-        if tol > max_useful_rel * abs(row["mean"]):
-            rule["gated"] = False
-            why = f"tolerance over {max_useful_rel:.0%} of the value" + (f" ({why})" if why else "")
-        if why:
-            rule["why"] = why
-        rules.append(rule)
-    rules += [{"match": p, "report": True} for p in unmeasured]
-    return rules
 
 
 def _fmt(value: float) -> str:
@@ -238,7 +170,9 @@ def reference_rows(reference: list[dict[str, Any]], runs: dict[str, dict[str, An
     ran the same params): their mean, std and the `confidence` prediction interval for one new
     run. The reference is `within` when it lies inside that interval. A reference entry with
     `judged_by` is judged by that metric (the mean KL of 10,000 noise images for the one-image
-    KL): `ours` and the spread are that metric's, `shown` the entry's own metric's value.
+    KL): `ours` and the spread are that metric's, `shown` the entry's own metric's value; its
+    `image_spread` (the set's image-to-image std, averaged in square over the runs) widens the
+    spread and the interval to one image of one more run.
     Rows carry label, reference, metric, ours, shown, mean, std, n, half (the interval's half
     width), z ((reference - mean) / std) and within; the spread fields are None for a metric the
     study did not measure."""
@@ -249,8 +183,15 @@ def reference_rows(reference: list[dict[str, Any]], runs: dict[str, dict[str, An
                "shown": ours.get(ref["metric"]) if judged != ref["metric"] else None,
                "mean": None, "std": None, "n": None, "half": None, "z": None, "within": None}
         values = [r[judged] for r in runs.values() if _number(r.get(judged))]
+        image_std = [r[ref["image_spread"]] for r in runs.values() if _number(r.get(ref.get("image_spread")))]
+        if "image_spread" in ref and len(image_std) != len(values):
+            values = []  # a study from before the set's image-to-image std was recorded
         if len(values) >= 2:
             mean, std, half, n = prediction_interval(values, confidence)
+            if image_std:  # one image of one more run: its run's mean moves, and the image within the set
+                image_var = float(np.mean(np.square(image_std)))
+                t = float(t_ppf(1 - (1 - confidence) / 2, n - 1))
+                std, half = math.sqrt(std ** 2 + image_var), t * math.sqrt(std ** 2 * (1 + 1 / n) + image_var)
             z = (ref["value"] - mean) / std if std > 0 else math.inf
             row.update(mean=mean, std=std, n=n, half=half, z=z, within=abs(ref["value"] - mean) <= half)
         rows.append(row)
@@ -294,7 +235,7 @@ def check_summary(doc: Any, path: str = "reports/spread/summary.json") -> dict[s
                next((f"study.{k}" for k in ("n_seeds", "machines") if k not in study), None)
                or ("metrics" if not isinstance(doc.get("metrics"), dict) else None))
     if missing:
-        raise DataError(f"{path}: no `{missing}`; regenerate it with `python tools/spread.py collect` (or restore it "
+        raise DataError(f"{path}: no `{missing}`; regenerate it with `python tools/study.py spread collect` (or restore it "
                         f"with `git checkout -- {path}`)")
     return doc
 
@@ -303,15 +244,25 @@ def check_summary(doc: Any, path: str = "reports/spread/summary.json") -> dict[s
 
 
 def same_seed_sigma(row: dict[str, Any]) -> tuple[float, int]:
-    """(root mean square of the same-seed variants' differences from the default run, their
-    number): the spread of a rerun of the committed seed on another machine, thread count or
-    step, which is what CI's rerun faces. A variant equal to the default run to the bit (one
-    torch thread, on the study's machine) is the same summation order, not another sample of
-    the noise, and is left out."""
+    """(spread of a difference of two same-seed runs, its degrees of freedom): the spread of a
+    rerun of the committed seed on another machine, thread count or step, which is what CI's
+    rerun faces. The same-seed runs (the default run and each variant) are one sample:
+    sigma^2 = 2 x their variance (ddof 1), with as many degrees of freedom as variants. Their
+    differences from the default run share it, so they are not independent and are not pooled
+    as such. A variant equal to the default run to the bit is the same summation order, not
+    another sample of the noise, and is left out."""
     deltas = [v["delta"] for v in row.get("variants", {}).values() if v["delta"] != 0]
     if not deltas:
         return math.nan, 0
-    return math.sqrt(sum(d * d for d in deltas) / len(deltas)), len(deltas)
+    runs = np.array([0.0, *deltas])
+    return math.sqrt(2 * float(runs.var(ddof=1))), len(deltas)
+
+
+def t_tail(k: float, df: int) -> float:
+    """P(|T| > k) for Student's t with df degrees of freedom."""
+    from scipy.special import stdtr
+
+    return float(2 * stdtr(df, -k))
 
 
 def _phi(x: float) -> float:
@@ -328,7 +279,7 @@ def catch_probability(shift: float, tolerance: float, sigma: float) -> float:
 
 
 def sigma_interval(sigma: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Two-sided confidence interval of a spread estimated as the RMS of n zero-mean differences
+    """Two-sided confidence interval of a spread estimated with n degrees of freedom
     (sigma^2 n / chi^2_n at both tails)."""
     if n <= 0:
         return 0.0, math.inf
@@ -356,7 +307,7 @@ def in_words(chance: float, low: float, high: float) -> str:
 
 
 def sigma_upper_bound(sigma: float, n: int, confidence: float = 0.95) -> float:
-    """One-sided upper confidence bound on a spread estimated as the RMS of n zero-mean differences
+    """One-sided upper confidence bound on a spread estimated with n degrees of freedom
     (sigma^2 n / chi^2_{1-confidence, n}): with a few machines the estimate itself is uncertain."""
     return sigma * math.sqrt(n / chi2_ppf(1 - confidence, n)) if n > 0 else math.inf
 
@@ -389,7 +340,9 @@ def power_under_noise(metric: str, shift: float, row: dict[str, Any], tolerance:
         "p_false_alarm": catch_probability(0.0, tolerance, sigma),
         "same_seed_tolerance": same_tol,
         "same_seed_p_caught": catch_probability(shift, same_tol, sigma),
-        "same_seed_p_false_alarm": catch_probability(0.0, same_tol, sigma),
+        # sigma_same is estimated from n degrees of freedom, so an unchanged rerun lands beyond
+        # k sigma_same with the t tail, not the normal one
+        "same_seed_p_false_alarm": t_tail(k, n) if n else math.nan,
         "same_seed_adopted": bool(upper < much_smaller * seed_diff),
     }
 
