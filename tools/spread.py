@@ -91,7 +91,7 @@ def judge_power(tolerances: str = "tolerances.yaml") -> None:
         if name in runs:  # where it ran: its own machine record
             metrics, where = runs[name]["metrics"], machine.label(run_machine(runs[name]["rev"]))
         else:  # judged again from an earlier power.json, on the machine that file recorded
-            metrics, where = prior.get(name, {}).get("metrics"), prior.get(name, {}).get("machine", "not recorded")
+            metrics, where = prior.get(name, {}).get("metrics"), prior.get(name, {}).get("machine", "not recorded (run before power.json kept machine records)")
         if metrics is not None:
             results[name] = {**judge_case(base, metrics, rules), "machine": where}
         elif prior.get(name, {}).get("ran"):

@@ -297,6 +297,21 @@ def test_each_hole_of_the_gate_fails_now(edit, metric, problem):
     assert problem in failing[0].problem
 
 
+B512 = "reports/models/vae20d-b512/anomaly.json"
+
+
+def test_a_saturated_detection_rate_that_drops_to_093_fails_and_a_percentile_one_image_off_passes():
+    """The batch-512 model detects every noise image in every run of the study: 1.0 -> 0.93 is far
+    beyond its binomial tolerance. One training image above the noise image moves its percentile
+    from 100 by 100 / 60,000: one image's step, which the gate holds it to, not below."""
+    failing = _committed_gate(_set(f"{B512}:kl.noise.detection_rate", 0.93))
+    assert [r.metric for r in failing] == [f"{B512}:kl.noise.detection_rate"] and failing[0].gated
+    for model in (N20, B512):
+        flat = _committed_flat()
+        assert flat[f"{model}:noise_image.kl_percentile"] == 100.0
+        assert _committed_gate(_set(f"{model}:noise_image.kl_percentile", 100 - 100 / 60000)) == []
+
+
 @pytest.mark.parametrize("rule, message", [
     ({"match": "x", "abs": 1, "gated": "false", "why": "w"}, "`gated` must be true or false"),
     ({"match": "x", "abs": 1, "sigma_diff": "0.3"}, "`sigma_diff` must be a finite number"),

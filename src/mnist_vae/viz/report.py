@@ -188,8 +188,6 @@ def num(value: Any, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-
-
 # The page's HTML and CSS, shipped with the package (a dep of the report stage in dvc.yaml).
 TEMPLATE = "templates/report.html.j2"
 
