@@ -89,6 +89,7 @@ def tables(path: Path) -> list[str]:
 @pytest.mark.parametrize("page, source, which", [
     ("README.md", "reports/spread/results.md", None),
     ("docs/reproducibility.md", "reports/spread/power.md", None),
+    ("docs/studies.md", "reports/studies/latent-size/summary.md", None),
     ("docs/performance.md", "reports/benchmark.md", None),
     ("docs/performance.md", "reports/benchmark-gpu.md", None),
     ("docs/performance.md", "reports/benchmark-numerics.md", None),
