@@ -92,7 +92,9 @@ def test_report_page_loads_every_image_offline(repo, offline):
     page = offline.open(repo / "reports/index.html")
     images = page.evaluate(IMAGES)
     offline.screenshot("report-index")
-    assert len(images) == 2 + 2 * 4 + 6 + 1 * 2  # report plots, 2 models x 4 figures, GIFs, 1 anomaly study x 2
+    # report plots, 2 models x 4 figures, GIFs, 1 anomaly study x 2, the committed latent-size sweep's figure
+    assert len(images) == 2 + 2 * 4 + 6 + 1 * 2 + 1
+    assert "studies/latent-size/figure.png" in [i["src"] for i in images]
     assert [i["src"] for i in images if not i["loaded"]] == []
     assert offline.network == [] and offline.errors == []
     gifs = [i["src"] for i in images if i["src"].endswith(".gif")]

@@ -432,7 +432,6 @@ def test_gate_fails_with_table_when_a_committed_metric_differs(work, mode, shift
 
 @pytest.mark.parametrize("edit, field", [
     (lambda m: m.update(bitwise_promise=False), "bitwise_promise False in the rerun against True"),
-    (lambda m: m.update(torch="2.99.0"), "torch 2.99.0 in the rerun against"),
     (lambda m: m.update(numerics="fast"), "numerics fast in the rerun against universal"),
     (lambda m: m.clear(), "the rerun has no machine record"),
 ])
