@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from mnist_vae.io import artifacts, layout, params
-from mnist_vae.study import calibration, gate
+from mnist_vae.study import calibration, gate, spread
 
 FASHION_TEST_IMAGES = 10_000  # the Fashion-MNIST test set, all of it (anomaly-kl-stats)
 MNIST_TRAIN_IMAGES = 60_000
@@ -62,7 +62,7 @@ def images_behind(metrics) -> dict[str, int]:
 
 def study_runs(doc: dict) -> tuple[dict, dict]:
     """(runs at the default params: the seeds and the default seed; same-seed variants)."""
-    runs = {n: r for n, r in doc["runs"].items() if not n.startswith("variant:")}
+    runs = spread.default_params_runs(doc)
     variants = {n.removeprefix("variant:"): r for n, r in doc["runs"].items() if n.startswith("variant:")}
     return runs, variants
 

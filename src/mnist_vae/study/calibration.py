@@ -14,6 +14,7 @@ the tolerances without one pair of runs and judges the one against the other, fo
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import itertools
 import math
@@ -106,14 +107,22 @@ def _leave_one_out_outlier(values: np.ndarray, variants: dict, k: float, step: f
 Deriver = Callable[[dict[str, dict[str, Any]]], list[dict[str, Any]]]
 
 
+def pair_rules(runs: dict[str, dict[str, Any]], derive_rules: Deriver) -> dict[tuple[str, str], list[dict]]:
+    """The tolerances without each pair of runs, derived once per pair: every case judged on
+    that pair (no change, or a shift) shares them."""
+    return {(a, b): derive_rules({n: r for n, r in runs.items() if n not in (a, b)})
+            for a, b in itertools.permutations(sorted(runs), 2)}
+
+
 def judge_resampled(runs: dict[str, dict[str, Any]], derive_rules: Deriver,
-                    shift: tuple[str, float] | None = None) -> list[dict[str, Any]]:
+                    shift: tuple[str, float] | None = None,
+                    rules_by_pair: dict[tuple[str, str], list[dict]] | None = None) -> list[dict[str, Any]]:
     """Leave one pair out: for every ordered pair (committed, rerun) of the study's runs, the
-    tolerances from the other runs, and the gate's verdict on the rerun (its `shift` metric moved
-    by the shift, when given). [{committed, rerun, failing: [metrics]}]."""
+    tolerances from the other runs (`rules_by_pair` when already derived), and the gate's verdict
+    on the rerun (its `shift` metric moved by the shift, when given).
+    [{committed, rerun, failing: [metrics]}]."""
     out = []
-    for a, b in itertools.permutations(sorted(runs), 2):
-        rules = derive_rules({n: r for n, r in runs.items() if n not in (a, b)})
+    for (a, b), rules in (rules_by_pair or pair_rules(runs, derive_rules)).items():
         new = dict(runs[b])
         if shift:
             new[shift[0]] = new[shift[0]] + shift[1]
@@ -126,17 +135,15 @@ def calibrate(runs: dict[str, dict[str, Any]], derive_rules: Deriver, losses: It
               shifts: Iterable[float] = (0.5, 1.0)) -> dict[str, Any]:
     """The family-wise false-alarm rate of unchanged reruns, and per loss and shift how often the
     gate fails the shifted rerun (anywhere) and how often the shifted metric itself fails."""
-    null = judge_resampled(runs, derive_rules)
-    failing: dict[str, int] = {}
-    for j in null:
-        for m in j["failing"]:
-            failing[m] = failing.get(m, 0) + 1
+    rules = pair_rules(runs, derive_rules)
+    null = judge_resampled(runs, derive_rules, rules_by_pair=rules)
+    failing = collections.Counter(m for j in null for m in j["failing"])
     out: dict[str, Any] = {"judgments": len(null), "false_alarms": sum(bool(j["failing"]) for j in null),
-                           "failing_metrics": dict(sorted(failing.items(), key=lambda kv: -kv[1])), "catch": {}}
+                           "failing_metrics": dict(failing.most_common()), "catch": {}}
     out["false_alarm_rate"] = out["false_alarms"] / len(null)
     for metric in losses:
         for shift in shifts:
-            judged = judge_resampled(runs, derive_rules, (metric, shift))
+            judged = judge_resampled(runs, derive_rules, (metric, shift), rules)
             out["catch"][f"{metric} + {shift:g}"] = {
                 "metric": metric, "shift": shift,
                 "caught": sum(bool(j["failing"]) for j in judged) / len(judged),
