@@ -396,7 +396,8 @@ def collect(name: str, study: Study, label: Callable[[dict | None], str], seeds:
     """The study's summary from this repository's experiments, written to its folder; `label`
     names a machine record (as in :func:`run_one`)."""
     exps = {e.name: e for e in plan(name, study, seeds)}
-    model = study.model or next(iter(yaml.safe_load(Path("params.yaml").read_text())["models"]))
+    p = yaml.safe_load(Path("params.yaml").read_text())
+    model = study.model or next(iter(p["models"]))
     runs = [Run(e["name"], e["metrics"], label(run_machine(e["rev"], model)), exps.get(e["name"]))
             for e in experiments() if e["name"] in exps or (e["name"] or "").startswith(f"{name}-machine-")]
     for item in other:  # committed metrics of the default run made on another CPU
@@ -406,7 +407,6 @@ def collect(name: str, study: Study, label: Callable[[dict | None], str], seeds:
             raise StudyError(f"--other-machine {item}: {rev} has no metrics under {layout.MODELS_REPORTS}/")
         runs.append(Run(f"{name}-{tag}", metrics, label(run_machine(rev)),
                         extra={"what": f"committed metrics of {rev}: same seed, another CPU"}))
-    p = yaml.safe_load(Path("params.yaml").read_text())
     doc = (seed_spread if study.summary == "seed-spread" else by_setting)(name, study, runs, metric_paths(name, study, p))
     write(name, study, doc)
     return doc
