@@ -14,9 +14,12 @@ clone that runs one experiment and pushes it; one clone collects them all.
                                     or the folder its summary goes to
   python tools/study.py STUDY run NAME [--as STUDY-machine-LABEL] [--push GIT_REMOTE] [--no-outputs]
                                     one experiment in this clone (`dvc exp run --temp`), then
-                                    `dvc exp push`: its git ref to GIT_REMOTE, its outputs to the
-                                    DVC remote; --as: the baseline again, on another machine
-  python tools/study.py STUDY collect --pull GIT_REMOTE
+                                    published whole: its outputs to the DVC remote, checked there,
+                                    then its git ref to GIT_REMOTE; --as: the baseline again, on
+                                    another machine. Run again after a push cut short, it pushes
+                                    the experiment it ran (no rerun)
+  python tools/study.py STUDY collect --pull GIT_REMOTE [--no-outputs]
+                                    refuses an experiment whose outputs the DVC remote lacks
 
 --seeds S ... replaces the entry's seeds (a smaller study). On 2 cores one job at a time is right
 (--jobs 1): two trainings with 2 threads each thrash. The experiments stay as local git refs
@@ -48,7 +51,9 @@ def parser() -> argparse.ArgumentParser:
                     help="run: name the run this (the experiment again, on another machine)")
     ap.add_argument("--push", metavar="GIT_REMOTE", help="run: push the experiment there (and its outputs to the "
                                                          "DVC remote) when it is done")
-    ap.add_argument("--no-outputs", action="store_true", help="run: push only the git ref, not the outputs")
+    ap.add_argument("--no-outputs", action="store_true", help="run: push only the git ref, not the outputs; "
+                                                              "collect --pull: do not require the experiments' "
+                                                              "outputs on the DVC remote")
     ap.add_argument("--runners", nargs="+", metavar="RUNNER",
                     help="plan: a CI matrix instead: every experiment on the first runner, and the baseline "
                          "again on each other runner (as STUDY-machine-<runner>)")
@@ -77,7 +82,7 @@ def main() -> None:
     if (args.what == "run") != (args.name is not None):
         ap.error("`run` takes the experiment's name (and only `run` does)")
     t0 = time.perf_counter()
-    study = engine.find(args.study, args.file)
+    study = engine.find(args.study, args.file, seeds=args.seeds)  # plan refuses what run would
     exps = engine.plan(args.study, study, args.seeds)
     if args.what == "plan":
         print(engine.out_dir(args.study, study) if args.folder else "\n".join(e.name for e in exps) if args.names else json.dumps(
@@ -97,7 +102,8 @@ def main() -> None:
     if args.what == "collect" and args.pull:
         engine.pull(args.pull)
     if args.what in ("collect", "all"):
-        engine.collect(args.study, study, machine.label, args.seeds, args.other_machine)
+        engine.collect(args.study, study, machine.label, args.seeds, args.other_machine, args.pull,
+                       not args.no_outputs)
     print(f"{args.study} {args.what}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 

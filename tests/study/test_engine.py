@@ -157,6 +157,40 @@ def test_the_tool_says_one_line_for_an_unknown_study_and_lists_the_known_ones():
     assert proc.returncode == 2 and "has no baseline" in proc.stderr and proc.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("seeds, message", [
+    (["-3"], "error: study 'latent-size', experiment latent-size-1-seed--3: params: 'train.seed' input should be "
+             "greater than or equal to 0, got -3\n"),
+    (["2", "2"], "error: study 'latent-size': experiments planned twice (a seed or a value repeated): "
+                 "latent-size-1-seed-2, "),
+])
+def test_plan_refuses_the_seeds_run_would_refuse_in_one_line(seeds, message):
+    """`plan --seeds` checks the experiments it lists, as `run` does (it planned `...-seed--3`,
+    which only a run refused, at its stage, 26 s later)."""
+    proc = subprocess.run([sys.executable, "tools/study.py", "latent-size", "plan", "--names", "--seeds", *seeds],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
+    with pytest.raises(engine.StudyError, match="greater than or equal to 0"):
+        engine.check("latent-size", engine.find("latent-size"), PARAMS, seeds=[1, -3])
+    engine.check("latent-size", engine.find("latent-size"), PARAMS, seeds=[7])  # a seed the entry lacks is fine
+
+
+@pytest.mark.parametrize("line, message", [
+    ("train.lr=1e-3", None),  # a float to DVC (hydra's parser), a string to YAML: the check once refused it
+    ("train.lr=abc", "study 'bad', experiment bad: params: 'train.lr' input should be a valid number, got 'abc'"),
+    ("train.lr=[1,2", "study 'bad', experiment bad: `dvc exp run -S` refuses train.lr=[1,2: "),
+    ("train.step=null", "study 'bad', experiment bad: params: 'train.step' input should be 'fused' or 'autograd'"),
+])
+def test_each_override_is_typed_and_checked_as_dvc_exp_run_sets_it(line, message):
+    study = engine.entry("bad", {"about": "x", "set": [line], "model": "vae20d", "metrics": ["eval.json:active_units"]})
+    if message is None:
+        engine.check("bad", study, PARAMS)
+        return
+    with pytest.raises(engine.StudyError) as info:
+        engine.check("bad", study, PARAMS)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value), str(info.value)
+
+
 def test_the_tools_plan_is_the_engines_and_its_matrix_repeats_the_baseline():
     rows = json.loads(subprocess.run([sys.executable, "tools/study.py", "spread", "plan", "--seeds", "1",
                                       "--runners", "a", "b"], cwd=REPO, capture_output=True, text=True,

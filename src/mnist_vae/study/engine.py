@@ -7,11 +7,11 @@ writes its summary. tools/study.py is its command line; docs/studies.md shows ho
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import re
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,12 +100,13 @@ def entry(name: Any, body: Any, path: str | Path = STUDIES) -> Study:
                          (f", got {err['input']!r}" if err["type"] != "missing" else "")) from None
 
 
-def find(name: str, path: str | Path = STUDIES, p: dict | None = None) -> Study:
-    """The entry `name`, checked against params.yaml and dvc.yaml."""
+def find(name: str, path: str | Path = STUDIES, p: dict | None = None, seeds: list[int] | None = None) -> Study:
+    """The entry `name`, checked against params.yaml and dvc.yaml with `seeds` (--seeds) in
+    place of its own: every command of the tool plans and checks the same experiments."""
     studies = load(path)
     if name not in studies:
         raise StudyError(f"no study {name!r} in {path}; known: {', '.join(studies)}")
-    check(name, studies[name], p)
+    check(name, studies[name], p, seeds=seeds)
     return studies[name]
 
 
@@ -162,18 +163,24 @@ def _ref_part(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(value)).strip(".") or "_"
 
 
-def check(name: str, study: Study, p: dict | None = None, dvc_yaml: str | Path = "dvc.yaml") -> None:
-    """What the schema cannot see: every param exists in params.yaml and takes its value, the
-    sweep is not empty, the stages and metrics are ones the pipeline has."""
+def check(name: str, study: Study, p: dict | None = None, dvc_yaml: str | Path = "dvc.yaml",
+          seeds: list[int] | None = None) -> None:
+    """What the schema cannot see: every param exists in params.yaml and takes its value (with
+    `seeds` in place of the entry's, as planned), the sweep is not empty, the stages and metrics
+    are ones the pipeline has."""
     p = p if p is not None else yaml.safe_load(Path("params.yaml").read_text())
-    exps = plan(name, study)  # parses every -S string: an empty or unreadable sweep ends here
+    exps = plan(name, study, seeds)  # parses every -S string: an empty or unreadable sweep ends here
+    twice = sorted({e.name for e in exps if [x.name for x in exps].count(e.name) > 1})
+    if twice:
+        raise StudyError(f"study {name!r}: experiments planned twice (a seed or a value repeated): {', '.join(twice)}")
     for line in {s for e in exps for s in e.sets}:
         _param_path(name, p, line.split("=", 1)[0])
-    for exp in exps:  # the params as each run would have them: wrong types and impossible values
-        try:
-            params.validate(_with(p, exp.sets))
-        except params.ParamsError as exc:
-            raise StudyError(f"study {name!r}, experiment {exp.name}: {exc}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        for exp in exps:  # the params as each run would have them: wrong types and impossible values
+            try:
+                params.validate(_with(p, exp.sets, Path(tmp)))
+            except (params.ParamsError, StudyError) as exc:
+                raise StudyError(f"study {name!r}, experiment {exp.name}: {exc}") from None
     if study.model is not None and study.model not in (p.get("models") or {}):
         raise StudyError(f"study {name!r}: `model`: params.yaml has no model {study.model!r}")
     metric_paths(name, study, p)
@@ -215,13 +222,20 @@ def _param_path(name: str, p: dict, key: str) -> None:
         node = node[part]
 
 
-def _with(p: dict, sets: tuple[str, ...]) -> dict:
-    out = copy.deepcopy(p)
-    for line in sets:
-        key, value = line.split("=", 1)
-        *parents, last = key.split(".")
-        (_lookup(out, ".".join(parents)) if parents else out)[last] = yaml.safe_load(value)
-    return out
+def _with(p: dict, sets: tuple[str, ...], tmp: Path) -> dict:
+    """params.yaml as `dvc exp run -S` leaves it for a run: DVC's own function on a copy in `tmp`,
+    so each value is typed as the run will see it (`1e-3` is a float to DVC, a string to YAML)."""
+    from dvc.exceptions import DvcException
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+    try:
+        apply_overrides(path, list(sets))
+    except DvcException as exc:
+        why = str(exc.__cause__ or exc).splitlines()[0]
+        raise StudyError(f"`dvc exp run -S` refuses {' '.join(sets)}: {why}") from None
+    return yaml.safe_load(path.read_text())
 
 
 def metric_paths(name: str, study: Study, p: dict) -> dict[str, str]:
@@ -306,22 +320,134 @@ def start(jobs: int, poll: float = 15.0) -> None:
 def run_one(prefix: str, study: Study, exp: Experiment, as_name: str | None, push: str | None, outputs: bool,
             label: Callable[[dict | None], str]) -> None:
     """A runner: one experiment of the plan in this clone (in a temporary workspace, so the
-    clone's own stays as it was), then its git ref and outputs pushed. `label` names a machine
-    record (core.machine.label: the tool passes it, as study/ does not import core/)."""
+    clone's own stays as it was), then published whole (:func:`publish`). With `push`, an
+    experiment this clone already ran from HEAD is published as it is, not run again: a rerun
+    after a push cut short completes that push. `label` names a machine record
+    (core.machine.label: the tool passes it, as study/ does not import core/)."""
     final = as_name or exp.name
     if as_name and not as_name.startswith(f"{prefix}-machine-"):
         raise StudyError(f"--as names a rerun on another machine: {prefix}-machine-<label>, got {as_name!r}")
     if push and outputs and not dvc("remote", "default", check=False).stdout.strip():
         raise StudyError("--push sends the outputs to the DVC remote, and this clone has no default remote: "
                          "add one (`dvc remote add -d ...`) or pass --no-outputs to push only the git ref")
-    if final in existing_names():
-        dvc("exp", "remove", final)
-    t0 = time.perf_counter()
-    dvc("exp", "run", "--temp", "-n", final, *run_args(study, exp))
-    print(f"{final}: ran in {time.perf_counter() - t0:.0f} s on {label(run_machine(exp_ref(final), study.model))}")
+    done = head_exp(final) if push else None
+    if done:
+        print(f"{final}: already ran in this clone ({done[0][:7]}): publishing it as it is "
+              f"(`dvc exp remove {final}` first to run it again)")
+    else:
+        if final in existing_names():
+            dvc("exp", "remove", final)
+        t0 = time.perf_counter()
+        dvc("exp", "run", "--temp", "-n", final, *run_args(study, exp))
+        print(f"{final}: ran in {time.perf_counter() - t0:.0f} s on {label(run_machine(exp_ref(final), study.model))}")
     if push:
-        dvc("exp", "push", push, final, *([] if outputs else ["--no-cache"]))
+        publish(final, push, outputs)
         print(f"{final}: pushed to {push}" + (" and the DVC remote" if outputs else " (git ref only)"))
+
+
+def head_exp(name: str) -> tuple[str, str] | None:
+    """(commit, ref) of this clone's experiment `name` made from HEAD (refs/exps/<HEAD>/<name>)."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    want = f"refs/exps/{head[:2]}/{head[2:]}/{name}"
+    return next(((sha, ref) for sha, ref in (line.split() for line in refs) if ref == want), None)
+
+
+def publish(name: str, git_remote: str, outputs: bool = True) -> None:
+    """This clone's experiment `name` (made from HEAD) published whole: its outputs pushed to the
+    DVC remote and found there, and only then its git ref, which is what a collector finds.
+    `dvc exp push` pushes the ref first, so a push cut short there leaves a ref whose outputs are
+    missing; here a push cut short leaves no ref, and running it again completes it. The ref is
+    forced: a runner owns its experiment's name, and an earlier half-published one is replaced."""
+    found = head_exp(name)
+    if found is None:
+        raise StudyError(f"no experiment {name!r} of HEAD in this clone to push; `dvc exp show` lists them")
+    sha, ref = found
+    if outputs:
+        t0 = time.perf_counter()
+        try:
+            push_outputs(sha)
+            missing = missing_outputs([sha])[sha]
+        except StudyError as exc:
+            raise StudyError(f"{name}: {exc}; its git ref was not pushed: run the same command again") from None
+        if missing:
+            raise StudyError(f"{name}: pushed its outputs, yet the DVC remote lacks {', '.join(missing)}; "
+                             "its git ref was not pushed: run the same command again")
+        print(f"{name}: every output on the DVC remote ({time.perf_counter() - t0:.0f} s)")
+    dvc("exp", "push", "--force", "--no-cache", git_remote, ref)
+    there = remote_refs(git_remote, ref)
+    if sha not in there:  # `dvc exp push` says a rejected ref in a warning and exits 0
+        raise StudyError(f"{name}: `dvc exp push` left {ref} at {', '.join(x[:7] for x in there) or 'nothing'} on "
+                         f"{_shown(git_remote)}, not {sha[:7]}; check that the git remote takes pushes, then run the "
+                         "same command again")
+
+
+def remote_refs(git_remote: str, pattern: str) -> set[str]:
+    """The commits of the git remote's refs matching `pattern` (`git ls-remote`)."""
+    proc = subprocess.run(["git", "ls-remote", git_remote, pattern], capture_output=True, text=True, env=tool_env())
+    if proc.returncode != 0:
+        raise StudyError(f"`git ls-remote {_shown(git_remote)}` failed (exit {proc.returncode}): "
+                         + proc.stderr.strip().replace("\n", " | "))
+    return {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+
+
+def _shown(url: str) -> str:
+    return re.sub(r"//[^/@]*@", "//", url)  # a git remote's URL without the credentials it may carry
+
+
+def _dvc_repo():
+    """This clone as DVC's Python API opens it (for what the CLI cannot do: push or check one
+    commit's outputs)."""
+    from dvc.repo import Repo
+
+    return Repo()
+
+
+def push_outputs(rev: str) -> int:
+    """The outputs of commit `rev` to the default DVC remote: what `dvc exp push` sends after the
+    ref, sent before it (DVC's CLI pushes one commit's outputs only through `dvc exp push`)."""
+    try:
+        with _dvc_repo() as repo:
+            return repo.push(revs=[rev], workspace=False)
+    except Exception as exc:  # DVC's, the remote's (no credentials, unreachable): one line
+        raise StudyError(f"pushing the outputs of {rev[:7]} to the DVC remote failed ({_why(exc)})") from None
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def missing_outputs(revs: list[str]) -> dict[str, list[str]]:
+    """{rev: the outputs DVC caches at that commit (its dvc.yaml and dvc.lock) that the default
+    DVC remote lacks, as "path (stage)"}: what `dvc exp pull` of it could not bring. Asked of the
+    remote itself, nothing downloaded but directory listings; a directory is missing where its
+    listing or any file in it is."""
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.tree import Tree
+
+    try:
+        with _dvc_repo() as repo:
+            outs = {}
+            for rev in revs:
+                for _ in repo.brancher(revs=[rev], workspace=False):
+                    outs[rev] = [o for o in repo.index.outs if o.use_cache and o.can_push and o.hash_info]
+            found: dict[str, set[str]] = {}  # hash name -> oids on the remote
+            for hash_name in {o.hash_name for group in outs.values() for o in group}:
+                odb = repo.cloud.get_remote_odb(None, "push", hash_name=hash_name)
+                oids = {o.hash_info.value for group in outs.values() for o in group if o.hash_name == hash_name}
+                present = set(odb.oids_exist(oids))
+                for oid in sorted(o for o in present if o.endswith(".dir")):  # a listing: its files too
+                    files = {hi.value for _, _, hi in Tree.load(odb, HashInfo(hash_name, oid))}
+                    if not files <= set(odb.oids_exist(files)):
+                        present.discard(oid)
+                found[hash_name] = present
+    except Exception as exc:  # DVC's, the remote's (no credentials, unreachable): one line
+        raise StudyError(f"could not ask the DVC remote for the outputs of {len(revs)} commit(s) "
+                         f"({_why(exc)})") from None
+    return {rev: [f"{o.def_path} ({o.stage.name})" for o in outs.get(rev, [])
+                  if o.hash_info.value not in found[o.hash_name]] for rev in revs}
 
 
 def exp_ref(name: str) -> str:
@@ -377,6 +503,38 @@ def committed_metrics(rev: str) -> dict:
                                 if path.rsplit("/", 1)[-1] in layout.METRICS_FILES})
 
 
+def require_whole(study: str, exps: list[tuple[str, str]], git_remote: str) -> None:
+    """Refuse, in one line, experiments (name, commit) that came from `git_remote` whose outputs
+    the default DVC remote lacks: a ref published by a push cut short (`dvc exp push` sends the
+    ref first, and `dvc exp pull` only warns of what it cannot fetch). The remote is asked, nothing
+    is downloaded. A clone without a DVC remote collects refs only, and says so."""
+    if not dvc("remote", "default", check=False).stdout.strip():
+        print("outputs not checked: this clone has no default DVC remote (runners without one push git refs only)")
+        return
+    shown = _shown(git_remote)
+    there = remote_refs(git_remote, "refs/exps/*")
+    pulled = [(n, rev) for n, rev in exps if rev in there]
+    if not pulled:
+        return
+    t0 = time.perf_counter()
+    try:
+        missing = missing_outputs([rev for _, rev in pulled])
+    except StudyError as exc:
+        raise StudyError(f"{exc}: fix the remote's access, or pass --no-outputs to collect the metrics alone "
+                         "(runners that pushed git refs only)") from None
+    bad = [(n, missing[rev]) for n, rev in pulled if missing[rev]]
+    if bad:
+        again = "; ".join(f"`python tools/study.py {study} run "
+                          + (f"{study}-default --as {n}" if n.startswith(f"{study}-machine-") else n)
+                          + f" --push {shown}`" for n, _ in bad)
+        raise StudyError(f"{len(bad)} experiment(s) pulled from {shown} are not whole on the DVC remote (a push cut "
+                         f"short): " + "; ".join(f"{n} lacks {', '.join(m)}" for n, m in bad)
+                         + f"; rerun each one's runner in the clone that ran it ({again}): it completes the push, "
+                         "then collect again")
+    print(f"every output of the {len(pulled)} experiments pulled from {shown} is on the DVC remote "
+          f"(checked in {time.perf_counter() - t0:.0f} s)")
+
+
 # --- summaries -------------------------------------------------------------------------------------
 
 
@@ -392,14 +550,17 @@ class Run:
 
 
 def collect(name: str, study: Study, label: Callable[[dict | None], str], seeds: list[int] | None = None,
-            other: list[str] = ()) -> dict:
+            other: list[str] = (), pulled_from: str | None = None, outputs: bool = True) -> dict:
     """The study's summary from this repository's experiments, written to its folder; `label`
-    names a machine record (as in :func:`run_one`)."""
+    names a machine record (as in :func:`run_one`). Experiments pulled from `pulled_from` must be
+    whole on the DVC remote (:func:`require_whole`) unless `outputs` is false (refs only)."""
     exps = {e.name: e for e in plan(name, study, seeds)}
     p = yaml.safe_load(Path("params.yaml").read_text())
     model = study.model or next(iter(p["models"]))
-    runs = [Run(e["name"], e["metrics"], label(run_machine(e["rev"], model)), exps.get(e["name"]))
-            for e in experiments() if e["name"] in exps or (e["name"] or "").startswith(f"{name}-machine-")]
+    found = [e for e in experiments() if e["name"] in exps or (e["name"] or "").startswith(f"{name}-machine-")]
+    if pulled_from and outputs:
+        require_whole(name, [(e["name"], e["rev"]) for e in found], pulled_from)
+    runs = [Run(e["name"], e["metrics"], label(run_machine(e["rev"], model)), exps.get(e["name"])) for e in found]
     for item in other:  # committed metrics of the default run made on another CPU
         tag, rev = item.split("=", 1)
         metrics = committed_metrics(rev)
