@@ -10,13 +10,19 @@ STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help setup repro test bench probe prune deps compare lock repro-check spread study tolerances power clean-venv
+.PHONY: help setup repro test bench probe prune deps compare lock repro-check verify spread study tolerances power clean-venv
 .DEFAULT_GOAL := help
 
 help: ## list the targets
 	@awk -F ':.*## ' '/^[a-z-]+:.*## /{printf "  make %-15s%s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: venv-python $(STAMP) .dvc/plots-offline.html ## create .venv and install the pinned dependencies and this package
+setup: venv-python cpu-floor $(STAMP) .dvc/plots-offline.html ## create .venv and install the pinned dependencies and this package
+
+# One line and a stop on a CPU below what the pinned wheels need (x86-64-v2; ARMv8.1 with NEON),
+# where numpy dies at its import with a bare 'Illegal instruction' (src/mnist_vae/cpu_floor.py: no numpy).
+.PHONY: cpu-floor
+cpu-floor: venv-python
+	@$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) src/mnist_vae/cpu_floor.py
 
 # One line and a stop where .venv cannot serve: no supported Python, or a .venv made by another
 # Python than the one PYTHON= asks for (every later target would reuse it).
@@ -38,7 +44,7 @@ venv-python:
 	    *) echo "make: PYTHON=$(PYTHON) is $${v:+Python }$${v:-not a Python that runs}; this project needs Python 3.11, 3.12 or 3.13: make $(or $(MAKECMDGOALS),setup) PYTHON=python3.12" >&2; exit 1;; esac; \
 	fi
 
-$(STAMP): requirements.txt pyproject.toml | venv-python
+$(STAMP): requirements.txt pyproject.toml | venv-python cpu-floor
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
 	$(BIN)/python -m pip install --quiet -r requirements.txt
@@ -71,6 +77,9 @@ probe: setup ## same seed, same bytes? four stages natively and as emulated Inte
 	$(BIN)/dvc repro binarize
 	tools/aarch64_sysroot.sh
 	$(BIN)/python tools/probe_numerics.py
+
+verify: setup ## the workspace's outputs and DVC's cache against dvc.lock's md5s: damaged objects and how to rebuild them
+	$(BIN)/python tools/verify_outputs.py
 
 repro-check: setup ## the reproduction gate: dvc repro --force, then the metrics against tolerances.yaml
 	$(BIN)/python tools/repro_check.py

@@ -15,7 +15,7 @@ from mnist_vae.core import numerics
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.model_argument(ap, "a trained model's name, e.g. vae20d (reads models/<name>.pt)")
+    cli.model_argument(ap, "a trained model's name, e.g. vae20d (reads models/<name>.safetensors)")
     ap.add_argument("--mnist", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     ap.add_argument("--fashion", default="data/binarized/fashion-mnist.npz", help="the binarized Fashion-MNIST .npz")
     args = ap.parse_args()

@@ -16,7 +16,7 @@ from mnist_vae.core import numerics
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.model_argument(ap, "a trained model's name, e.g. vae2d (reads models/<name>.pt)")
+    cli.model_argument(ap, "a trained model's name, e.g. vae2d (reads models/<name>.safetensors)")
     ap.add_argument("--data", default="data/binarized/mnist.npz", help="the binarized MNIST .npz")
     args = ap.parse_args()
     args.model = cli.model_name(ap, args.model)

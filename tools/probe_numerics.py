@@ -5,8 +5,10 @@ profile, natively and as other CPUs under qemu-user, each in its own scratch wor
 nothing set by hand: the stages set their numerics up themselves from params.yaml. Then it
 compares every output byte for byte (timings aside). The CPUs (TARGETS):
 
-- x86-64, `qemu-x86_64` (Debian's qemu-user): `Haswell-v4`, an Intel with AVX2, and `EPYC-Rome`,
-  an AMD; qemu has no AVX-512, so AVX-512 and AMX machines are covered by the argument, not here;
+- x86-64, `qemu-x86_64` (Debian's qemu-user): `Haswell-v4`, an Intel with AVX2, `EPYC-Rome`, an
+  AMD, and `Nehalem`, an old Intel without AVX at the project's floor (x86-64-v2: torch runs its
+  DEFAULT kernels, numba's code is SSE only); qemu has no AVX-512, so AVX-512 and AMX machines are
+  covered by the argument, not here;
 - aarch64, `qemu-aarch64` with an arm64 Python and this project's aarch64 wheels in a sysroot
   (tools/aarch64_sysroot.sh builds it): `neoverse-n1` (NEON), and `max` with 256-bit SVE, where
   torch reports SVE256 and runs its SVE kernels. (torch's aarch64 wheel stops with an illegal
@@ -50,10 +52,12 @@ PROFILE = {
     "evaluate": {"iwae_k": 20, "iwae_images": 50, "iwae_chunk": 10},
     "anomaly": {"noise_images": 200, "elbo_samples": 2},
 }
-CPUS = {"Intel": "Haswell-v4", "AMD": "EPYC-Rome"}  # a qemu x86-64 CPU model of each vendor
+CPUS = {"Intel": "Haswell-v4", "AMD": "EPYC-Rome", "no-AVX": "Nehalem"}  # qemu x86-64 CPU models
+VENDORS = ("Intel", "AMD")  # a CPU of each vendor (tests/e2e/test_probe.py emulates the other one)
 TARGETS = {  # name: (qemu binary, -cpu)
     "Intel": ("qemu-x86_64", CPUS["Intel"]),
     "AMD": ("qemu-x86_64", CPUS["AMD"]),
+    "no-AVX": ("qemu-x86_64", CPUS["no-AVX"]),
     "neoverse-n1": ("qemu-aarch64", "neoverse-n1"),
     "sve256": ("qemu-aarch64", "max,sve-default-vector-length=32"),
 }
@@ -103,6 +107,10 @@ def clean_env(target: str | None) -> dict[str, str]:
     if target and TARGETS[target][0] == "qemu-aarch64":
         env["PYTHONPATH"] = f"{AARCH64_ROOT / 'site'}:{REPO / 'src'}"
         env["NUMBA_CACHE_DIR"] = str(AARCH64_ROOT / "numba-cache")
+    if target and TARGETS[target][1] == "Nehalem":
+        # numpy's OpenBLAS takes qemu's Nehalem (cpuid: Intel family 6 model 26, no AVX) for a Haswell
+        # and dies in numpy's import on an AVX instruction; a real Nehalem gets its own kernels
+        env["OPENBLAS_CORETYPE"] = "Nehalem"
     return env
 
 
@@ -141,8 +149,10 @@ def finish(proc: subprocess.Popen, ws: Path, what: str, model: str, stages: list
 
 
 # The compiled kernels' machine code, made fresh (an empty numba cache: numba shows no code it
-# loaded from its cache), searched for fused multiply-adds: none may be there, on x86 (vfmadd...)
-# or on ARM (fmla, fmadd...), or a compiler has contracted what IEEE 754 rounds twice.
+# loaded from its cache), searched for fused multiply-adds: none may be there, on x86 (vfmadd...,
+# vfmaddsub..., FMA4's vfmaddps), on ARM's NEON and scalar units (fmla, fmls, fmadd, fnmsub, fmlal)
+# or in SVE (fmad, fmsb, fnmla, fnmls, fnmad, fnmsb, and fmla/fmls on z registers), or a compiler
+# has contracted what IEEE 754 rounds twice.
 ASM_CHECK = """
 import numpy as np
 from mnist_vae.core import exact_kernels as k
@@ -157,7 +167,7 @@ k.adam_(x.ravel().copy(), x.ravel(), x.ravel().copy(), x.ravel() ** 2, *(f(0.5),
 for fn in (k.softplus_row_sums, k.sigmoid, k.quantize_rows, k.quantize_cols, k.round_add_into, k.adam_):
     print("".join(fn.inspect_asm(s) for s in fn.signatures))
 """
-FUSED_MULTIPLY_ADD = re.compile(r"\b(v?fn?m(add|sub)\d+\w*|fml[as]|fn?m(add|sub))\b")
+FUSED_MULTIPLY_ADD = re.compile(r"\b(vfn?m(add|sub)(add|sub)?(\d{3})?[ps][sdh]|fn?m(add|sub|ad|sb)|fn?ml[as](l[bt2]?)?)\b")
 FLOAT_MULTIPLY = re.compile(r"\b(v?mulps|fmul)\b")
 
 

@@ -2,7 +2,7 @@
 
 After an entry under `models` is removed or renamed (or a model leaves `anomaly.models`), its
 stages are gone from the pipeline, but dvc.lock keeps their entries and the workspace keeps their
-outputs: models/<old>.pt, data/tracking/<old>.npz, data/evaluation/<old>.npz,
+outputs: models/<old>.safetensors, data/tracking/<old>.npz, data/evaluation/<old>.npz,
 data/anomaly/<old>.npz, reports/images/<old>/ and the git-kept reports/models/<old>/. This
 removes the outputs that dvc.lock lists for every stage dvc.yaml no longer has (DVC's own
 `dvc remove` works on stages written out in dvc.yaml, not on the items of a foreach), the model's

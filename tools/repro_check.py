@@ -5,7 +5,9 @@
    valid, e.g. the evaluation, and the gate would compare them with themselves);
 2. `dvc status` then reports nothing to do;
 3. a second `dvc repro` runs no stage;
-4. the metrics agree with the committed ones (`dvc metrics diff --all --json HEAD`):
+4. every output in the workspace has the bytes dvc.lock records (hashed here: DVC trusts its
+   cache, so a damaged cache object checked out would pass `dvc status`), and
+5. the metrics agree with the committed ones (`dvc metrics diff --all --json HEAD`):
    - exactly, when both runs used universal numerics (any CPU) or both portable numerics on an
      x86-64 CPU (every run's machine record says so): every metric equal (within a few ulps through text) and every output's md5 in
      dvc.lock the same, timings and the raw downloads aside;
@@ -13,7 +15,7 @@
      make tolerances), with each drift in units of the measured spread.
    On a difference it prints the table and fails.
 
---compare-only runs step 4 alone (on the metrics in the working tree); --statistical uses the
+--compare-only runs steps 4 and 5 alone (on the metrics in the working tree); --statistical uses the
 tolerances even where the runs are exact.
 
 Before anything it checks what it compares with what: params.yaml, dvc.yaml, src/ and stages/ must
@@ -84,6 +86,12 @@ def machines(rev: str | None) -> dict:
     return out
 
 
+def damaged_line(files: list[str]) -> str:
+    return (f"repro-check: FAILED: {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}: not the bytes dvc.lock "
+            f"records (a damaged file or DVC cache object); `make verify` names the damaged cache objects, "
+            f"docs/dvc.md#a-corrupted-cache says how to rebuild them")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare-only", action="store_true")
@@ -94,6 +102,9 @@ def main() -> None:
     ap.add_argument("--statistical", action="store_true", help="the tolerances of tolerances.yaml even where the "
                                                                "runs are exact (universal numerics, or portable on "
                                                                "x86-64)")
+    ap.add_argument("--other-settings", action="store_true",
+                    help="statistical mode: compare even where epochs, model sizes or the IWAE's K and images differ "
+                         "from the spread study's behind the tolerances")
     args = ap.parse_args()
     try:  # first: a broken tolerances file must not wait for a full reproduction
         rules = gate.load_rules()
@@ -105,6 +116,10 @@ def main() -> None:
                  f"differ from {args.rev}, whose run this would be compared with (a rerun would run the edit and "
                  f"blame the reproduction); commit or revert them, or pass --allow-changes")
     if args.compare_only:
+        damaged = gate.verify_workspace(Path("dvc.lock").read_text())  # first: DVC's status trusts its cache
+        if damaged:
+            print(gate.table(damaged))
+            sys.exit(damaged_line([r.metric for r in damaged]))
         stale = stale_stages()
         if stale and not args.allow_changes:
             sys.exit(f"repro-check: FAILED before comparing: `dvc status` lists stale stages ({', '.join(stale[:6])}"
@@ -136,9 +151,19 @@ def main() -> None:
         rows = gate.compare_exact(diff, rules)
         rows += gate.compare_outputs(git_show(args.rev, "dvc.lock"), Path("dvc.lock").read_text())
     else:
+        study = gate.study_default_run()
+        other = gate.other_settings(diff, study) if study else []
+        if other and not args.other_settings:
+            sys.exit(f"repro-check: FAILED before comparing: the tolerances were measured by the spread study at other "
+                     f"settings than this run's ({'; '.join(other[:6])}{' ...' if len(other) > 6 else ''}), so their "
+                     f"verdict does not carry over; judge a run at the study's settings, or pass --other-settings to "
+                     f"compare anyway")
+        if other:
+            print(f"note: judged by tolerances measured at other settings (--other-settings): {'; '.join(other)}")
         print("statistical mode: the tolerances of tolerances.yaml (the runs do not both promise bits: universal "
               "numerics on a CPU, or portable on x86-64)")
         rows = gate.compare(diff, rules)
+    rows += gate.verify_workspace(Path("dvc.lock").read_text())  # the files themselves, in either mode
     print(gate.table(rows))
     for name, seconds in timings.items():
         print(f"{name}: {seconds:.1f} s")
@@ -152,6 +177,9 @@ def main() -> None:
     if drift:
         named = "; ".join(f"{r.metric}: {r.problem or ('differs' if exact else 'beyond ' + r.tolerance)}"
                           for r in drift[:3]) + (f"; and {len(drift) - 3} more" if len(drift) > 3 else "")
+        damaged = [r.metric for r in drift if r.metric.endswith("(workspace bytes)")]
+        if damaged:
+            sys.exit(damaged_line(damaged))
         if exact:
             sys.exit(f"repro-check: FAILED: {len(drift)} metric(s) or output(s) differ from the committed run, which "
                      f"a bit-promising rerun must equal (the DRIFT rows above): {named}")

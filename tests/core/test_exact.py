@@ -126,13 +126,17 @@ def test_compiled_softplus_sums_equal_the_torch_ops_bit_for_bit():
 
 def test_compiled_kernels_have_no_fused_multiply_add(tmp_path):
     """Without fastmath LLVM must not contract a multiply and an add: no FMA instruction in the
-    machine code numba makes of the kernels for this CPU (x86: vfmadd/vfmsub/vfnmadd; ARM:
-    fmla/fmls/fmadd), read in a fresh process with an empty cache (the probe's check, which CI
-    also runs under qemu-aarch64)."""
+    machine code numba makes of the kernels for this CPU (x86: vfmadd/vfmsub/vfnmadd/vfmaddsub;
+    ARM: fmla/fmls/fmadd, SVE's fmad/fmsb/fnmla/fnmls/fnmad/fnmsb), read in a fresh process with
+    an empty cache (the probe's check, which CI also runs under qemu-aarch64)."""
     probe = load_script("tools/probe_numerics.py")
     assert probe.fused_multiply_adds(None, tmp_path) == 0
-    assert probe.FUSED_MULTIPLY_ADD.search("vfmadd231ps %ymm1, %ymm2, %ymm3") and \
-        probe.FUSED_MULTIPLY_ADD.search("fmla v0.4s, v1.4s, v2.4s") and not probe.FUSED_MULTIPLY_ADD.search("vmulps")
+    fused = ["vfmadd231ps %ymm1, %ymm2, %ymm3", "vfmaddsub132pd %zmm1", "vfnmsub213ss %xmm1", "fmla v0.4s, v1.4s, v2.4s",
+             "fnmsub d0, d1, d2, d3", "fmla z0.s, p0/m, z1.s, z2.s", "fmad z0.s, p0/m, z1.s, z2.s", "fmsb z1.d, p0/m",
+             "fnmla z2.s, p1/m", "fnmls z3.h, p0/m", "fnmad z4.s, p0/m", "fnmsb z5.d, p0/m"]
+    assert all(probe.FUSED_MULTIPLY_ADD.search(line) for line in fused)
+    assert not any(probe.FUSED_MULTIPLY_ADD.search(line) for line in ("vmulps %ymm1", "fmul z0.s, p0/m, z0.s, z1.s",
+                                                                       "fadd v0.4s", "fmaxnm s0, s1, s2"))
 
 
 def test_randn_is_standard_normal_and_seeded():
@@ -228,3 +232,116 @@ def test_compiled_linear_equals_the_torch_ops_with_and_without_a_bias():
     finally:
         exact.use_kernels(True)
     assert all(torch.equal(g, w_) for g, w_ in zip(got, want))
+
+
+def _same(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """NaN where the other has NaN (its sign and payload aside), the same bits everywhere else."""
+    nan = want.isnan()
+    return got.shape == want.shape and torch.equal(got.isnan(), nan) and \
+        torch.equal(got.masked_fill(nan, 0).view(-1).view(torch.int32 if got.dtype == torch.float32 else torch.int64),
+                    want.masked_fill(nan, 0).view(-1).view(torch.int32 if want.dtype == torch.float32 else torch.int64))
+
+
+def _twins(fn):
+    """fn() with the compiled twins, then with the plain torch ops."""
+    try:
+        exact.use_kernels(True)
+        fused = fn()
+        exact.use_kernels(False)
+        return fused, fn()
+    finally:
+        exact.use_kernels(True)
+
+
+def _non_finite(rows: int, width: int, seed: int) -> torch.Tensor:
+    """Random rows with NaN and infinities planted: first, last and inside a row, NaN beside an
+    infinity, a row of NaN only, and clean rows between."""
+    nan, inf = math.nan, math.inf
+    x = torch.randn(rows, width, generator=gen(seed)) * 8
+    x[0, 0] = nan
+    x[1, width - 1] = nan
+    x[2, 7] = inf
+    x[3, 9] = -inf
+    x[4, 3], x[4, 11] = nan, inf
+    x[5] = nan
+    x[6, 2], x[6, 5] = inf, -inf
+    x[8, 100:] = nan
+    return x
+
+
+def test_compiled_twins_propagate_nan_and_infinities_as_the_torch_ops():
+    """A diverged model's NaN must stay NaN in every compiled twin, as in the torch ops it twins
+    (clamp, amax and where keep a NaN; a min/max written as a comparison drops it), and +-inf
+    must give what the torch ops give: the IWAE's softplus sums, the sigmoid, the quantization of
+    rows and columns, the rounding and bias add of the products, Adam's update."""
+    x = _non_finite(12, 784, 30)
+    w = _non_finite(12, 784, 31)[[9, 10, 11, 0, 2, 3, 6]]  # clean rows and rows with NaN or inf
+    bias = torch.randn(7, generator=gen(32))
+    bias[1] = math.nan
+    cases = {
+        "softplus_row_sums": lambda: exact.softplus_row_sums(x, 98),
+        "sigmoid": lambda: exact.sigmoid(x),
+        "quantize rows": lambda: exact.quantized64(x, -1, 21),
+        "quantize columns": lambda: exact.quantized64(x.t().contiguous(), -2, 21),
+        "quantize transposed": lambda: exact.quantized64(x.t(), -2, 21),
+        "linear": lambda: exact.linear(x, w, bias),
+        "linear without bias": lambda: exact.linear(x, w),
+    }
+    for name, fn in cases.items():
+        fused, plain = _twins(fn)
+        assert _same(fused, plain), name
+    s = exact.softplus_row_sums(x, 98)
+    assert s[[0, 1, 4, 5, 8]].isnan().all() and s[2] == math.inf and s[[7, 9, 10, 11]].isfinite().all()
+    sig = exact.sigmoid(torch.tensor([math.nan, math.inf, -math.inf]))
+    assert sig[0].isnan() and sig[1] == 1.0 and 0 < sig[2] < 1e-30
+
+
+def test_compiled_adam_propagates_nan_and_infinities_as_the_torch_ops(monkeypatch):
+    """A NaN or infinite gradient, moment or weight gives the weights the torch ops give them."""
+    from torch import nn
+
+    from mnist_vae.core import numerics
+    from mnist_vae.core.step import LayerAdam
+
+    monkeypatch.setitem(numerics._state, "mode", "universal")
+
+    def run():
+        torch.manual_seed(0)
+        layer = nn.Linear(784, 12)
+        with torch.no_grad():
+            layer.weight[3, 4] = math.nan
+            layer.weight[5, 6] = math.inf
+        adam = LayerAdam([layer], lr=0.01)
+        for step in range(3):
+            layer.weight.grad = _non_finite(12, 784, 40 + step) * 10 ** -step
+            layer.bias.grad = torch.randn(12, generator=gen(step))
+            layer.bias.grad[step] = (math.nan, math.inf, -math.inf)[step]
+            adam.state[layer] = (adam.state[layer][0], [layer.weight.grad, layer.bias.grad], *adam.state[layer][2:])
+            adam.begin_step()
+            with torch.no_grad():
+                adam.update(layer)
+        return torch.cat([layer.weight.detach().reshape(-1), layer.bias.detach()])
+
+    fused, plain = _twins(run)
+    assert _same(fused, plain) and fused.isnan().any() and fused.isfinite().any()
+
+
+def test_compiled_kernels_give_the_same_bits_on_any_thread_count():
+    """Each kernel splits its work by rows or blocks whose arithmetic is their own: one thread and
+    every thread numba started give the same bits (numerics.threads sets the count)."""
+    import numba
+
+    from mnist_vae.core import exact_kernels
+
+    x, w = torch.randn(300, 784, generator=gen(50)) * 8, torch.randn(400, 784, generator=gen(51))
+    before = exact_kernels.threads()
+    results = []
+    try:
+        for count in sorted({1, 2, numba.config.NUMBA_NUM_THREADS}):
+            exact_kernels.set_threads(count)
+            assert exact_kernels.threads() == min(count, numba.config.NUMBA_NUM_THREADS)
+            results.append([exact.softplus_row_sums(x, 98), exact.sigmoid(x), exact.linear(x, w, w[0, :400]),
+                            exact.quantized64(w.t(), -2, 21)])
+    finally:
+        numba.set_num_threads(before)
+    assert all(torch.equal(a, b) for other in results[1:] for a, b in zip(results[0], other))

@@ -23,11 +23,11 @@ def test_architectures_of_both_models_and_output_shapes():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    from mnist_vae.io.artifacts import write_torch
+    from mnist_vae.core.model import save_checkpoint
 
     model = VAE(3, [8, 4])
-    write_torch(tmp_path / "m.pt", checkpoint(model))
-    again = load_checkpoint(tmp_path / "m.pt")
+    save_checkpoint(tmp_path / "m.safetensors", checkpoint(model))
+    again = load_checkpoint(tmp_path / "m.safetensors")
     assert again.config == model.config
     x = torch.rand(2, 784)
     assert torch.equal(again.encode(x)[0], model.encode(x)[0])

@@ -117,7 +117,8 @@ print(json.dumps(record))
 @pytest.mark.skipif(not numerics.is_x86_64(), reason="portable mode's promise is for x86-64 CPUs")
 def test_a_fresh_process_enters_portable_mode_with_nothing_set_by_hand():
     record = _stage_probe(ENTER.format(mode="portable", threads=1))
-    assert record == {"numerics": "portable", "threads": 1, "cpu_capability": "AVX2", "bitwise_promise": True,
+    assert record == {"numerics": "portable", "threads": 1, "kernel_threads": 1, "cpu_capability": "AVX2",
+                      "bitwise_promise": True,
                       "isa": "x86_64", "env": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
                       "torch_threads": 1}
 
@@ -151,6 +152,46 @@ def test_a_fresh_process_enters_universal_mode_unpinned_with_the_promise_on_any_
     assert record["numerics"] == "universal" and record["bitwise_promise"] is True and record["threads"] == 1
     assert record["env"] == {"MKL_CBWR": None, "ATEN_CPU_CAPABILITY": None, "ONEDNN_MAX_CPU_ISA": None}
     assert record["isa"] == platform.machine()
+
+
+KERNEL_THREADS = """
+import json
+{early}
+from mnist_vae.core import numerics
+from mnist_vae.io import params
+record = numerics.enter(params.load().numerics.model_copy(update={{"mode": "universal", "threads": {threads}}}))
+import numba, numpy as np, torch
+torch_threads = torch.get_num_threads()
+from mnist_vae.core import exact, machine
+x = torch.randn(256, 784)
+exact.softplus_row_sums(x, 98), exact.sigmoid(x), exact.linear(x, torch.randn(10, 784))
+
+@numba.njit(parallel=True)
+def inside(n):
+    counts, ids = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for i in numba.prange(n):
+        counts[i], ids[i] = numba.get_num_threads(), numba.get_thread_id()
+    return counts.max(), ids.max() + 1
+
+m = machine.record(torch.device("cpu"))
+print(json.dumps({{"entered": [record["threads"], record["kernel_threads"]], "torch_before": torch_threads,
+                  "torch": torch.get_num_threads(), "numba": numba.get_num_threads(), "inside": inside(100000),
+                  "machine": [m["threads"], m["kernel_threads"]], "numba_default": numba.config.NUMBA_NUM_THREADS}}))
+"""
+
+
+def test_numerics_threads_sets_torch_and_the_compiled_kernels_alike():
+    """numerics.threads is every library's count: torch's and numba's, whose kernels would
+    otherwise start one thread per CPU (and, through the OpenMP runtime both share, put torch
+    back on as many); null leaves each its own default. The machine record says both counts."""
+    for early in ("", "import numba"):  # a stage imports numba after numerics.enter; a test or a tool before it
+        one = _stage_probe(KERNEL_THREADS.format(threads=1, early=early), NUMBA_NUM_THREADS="3")  # a stray setting
+        assert one["entered"] == [1, 1] and one["torch"] == one["numba"] == 1 and one["machine"] == [1, 1], early
+        assert one["inside"] == [1, 1], early  # one thread inside a parallel loop, and only thread 0 ran it
+    default = _stage_probe(KERNEL_THREADS.format(threads=None, early=""))
+    assert default["entered"] == [default["torch_before"], None]
+    assert default["torch"] == default["torch_before"] and default["numba"] == default["numba_default"]
+    assert default["machine"] == [default["torch"], default["numba"]]
 
 
 def test_universal_mode_refuses_mps_and_drops_its_promise_for_the_autograd_step(monkeypatch, caplog):

@@ -186,3 +186,47 @@ def test_scaled_kl_stops_the_fused_fit_and_trains_with_autograd(monkeypatch):
     # the test loss is evaluated with the edited objective too: BCE + 0.9 KL
     assert scaled["test_loss"] == pytest.approx(scaled["test_bce"] + scaled["test_kl"])
     assert scaled["test_loss"] != pytest.approx(plain["test_loss"], rel=1e-4)
+
+
+def test_universal_adam_flushes_its_moments_by_comparison_on_both_paths(monkeypatch):
+    """Universal mode leaves the CPU's flush-to-zero off (x86 and ARM decide tininess at other
+    points) and sets each moment below 2^-126 to 0 itself: a gradient of 1e-38 leaves no subnormal
+    moment, a gradient of 1e-30 a normal one, on the compiled kernel and on the torch ops alike."""
+    from torch import nn
+
+    from mnist_vae.core import exact, numerics
+    from mnist_vae.core.step import LayerAdam
+
+    monkeypatch.setitem(numerics._state, "mode", "universal")
+    moments = []
+    try:
+        for on in (True, False):
+            exact.use_kernels(on)
+            layer = nn.Linear(2, 2)
+            adam = LayerAdam([layer], lr=0.01)
+            layer.weight.grad = torch.tensor([[1e-38, -1e-38], [1e-30, 0.5]])
+            layer.bias.grad = torch.zeros(2)
+            adam.state[layer] = (adam.state[layer][0], [layer.weight.grad, layer.bias.grad], *adam.state[layer][2:])
+            adam.begin_step()
+            with torch.no_grad():
+                adam.update(layer)
+            m, v = adam.state[layer][2][0], adam.state[layer][3][0]
+            moments.append((m.clone(), v.clone()))
+    finally:
+        exact.use_kernels(True)
+    for m, v in moments:
+        assert m[0].tolist() == [0.0, 0.0] and m[1, 0].item() == pytest.approx(1e-31, rel=1e-6)  # 0.1 g: normal
+        assert v[0].tolist() == [0.0, 0.0] and v[1, 0].item() == 0.0  # 0.001 g^2 underflows: 0, not a subnormal
+        assert not ((m != 0) & (m.abs() < 2 ** -126)).any() and not ((v != 0) & (v < 2 ** -126)).any()
+    assert all(torch.equal(a, b) for a, b in zip(moments[0], moments[1]))
+
+
+def test_universal_training_leaves_the_hardware_flush_to_zero_off(monkeypatch):
+    from mnist_vae.core import numerics, runtime
+
+    calls = []
+    monkeypatch.setattr(runtime.torch, "set_flush_denormal", calls.append)
+    for mode in ("universal", "fast", "portable"):
+        monkeypatch.setitem(numerics._state, "mode", mode)
+        runtime.flush_denormals()
+    assert calls == [False, True, True]

@@ -26,7 +26,7 @@ def other_vendor() -> list[str]:
     """The probe's emulated x86 CPU of the other vendor than this machine's (an AMD emulates an
     Intel and the other way round); both where the vendor is neither. `make probe` runs all."""
     name = machine.cpu_name()
-    return [vendor for vendor in probe().CPUS if vendor not in name]
+    return [vendor for vendor in probe().VENDORS if vendor not in name]
 
 
 def need(what: str, present: bool, how: str) -> None:

@@ -5,8 +5,11 @@ origin, and the experiment queue with two workers. Also the CI workflow a user c
 import hashlib
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 import yaml
 from conftest import (
     FAST_MODELS,
+    assert_clean_failure,
     changed_stages,
     dvc,
     mirror_env,
@@ -23,7 +27,7 @@ from conftest import (
     sh,
 )
 
-from mnist_vae.study.workspace import git
+from mnist_vae.study.workspace import dvc_exe, git
 
 pytestmark = pytest.mark.slow
 
@@ -36,20 +40,65 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Hold:
+    """Between moto's S3 server and its clients: while armed, every upload of a DVC object
+    waits (`reached` says one came) until `released`, then fails (503), as do the retries, so a
+    test kills a push in the middle of its upload, every time, and nothing it sent arrives."""
+
+    def __init__(self, app):
+        self.app, self.armed = app, False
+        self.reached, self.released = threading.Event(), threading.Event()
+
+    def __call__(self, environ, start_response):
+        if self.armed and environ["REQUEST_METHOD"] in ("PUT", "POST") and "/files/md5/" in environ["PATH_INFO"]:
+            self.reached.set()
+            self.released.wait(300)
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"held by the test"]
+        return self.app(environ, start_response)
+
+    def arm(self):
+        self.reached.clear()
+        self.released.clear()
+        self.armed = True
+
+    def disarm(self):
+        self.armed = False
+        self.released.set()
+
+
+HOLD: Hold | None = None  # the module's S3 server's, set by the s3 fixture
+
+
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """moto's S3 server on 127.0.0.1 (as dvc-s3's own tests run it), with an empty bucket."""
+    """moto's S3 server on 127.0.0.1 (as dvc-s3's own tests run it), with an empty bucket; its
+    uploads pass through HOLD."""
     import boto3
     from moto.server import ThreadedMotoServer
 
+    global HOLD
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    server._server.app = HOLD = Hold(server._server.app)  # werkzeug reads its app per request
     url = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    s3_client(url).create_bucket(Bucket=BUCKET)
     yield url
+    HOLD.disarm()
     server.stop()
+
+
+def s3_client(url: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                        region_name="us-east-1")
+
+
+def s3_keys(url: str, prefix: str) -> set[str]:
+    pages = s3_client(url).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/")
+    return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +157,7 @@ def test_s3_round_trip_with_the_run_cache(work, s3, tmp_path):
     t0 = time.perf_counter()
     dvc("pull", "--run-cache", cwd=clone)
     pull_seconds = time.perf_counter() - t0
-    assert (clone / "models/vae20d.pt").read_bytes() == (work / "models/vae20d.pt").read_bytes()
+    assert (clone / "models/vae20d.safetensors").read_bytes() == (work / "models/vae20d.safetensors").read_bytes()
     assert changed_stages(clone) == set()
     assert ran_stages(dvc("repro", cwd=clone).stdout) == set()
     # the 16-sample run happened in the other clone: here it is restored from the run cache, not run
@@ -228,9 +277,10 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
 
     collector = clone_of(origin, tmp_path / "collector")
     t0 = time.perf_counter()
-    sh([sys.executable, "tools/study.py", "spread", "collect", "--seeds", "1", "2", "--other-machine", "--pull",
-        "origin"], collector)
+    out = sh([sys.executable, "tools/study.py", "spread", "collect", "--seeds", "1", "2", "--other-machine", "--pull",
+              "origin"], collector).stdout
     collect_seconds = time.perf_counter() - t0
+    assert f"every output of the {len(runs)} experiments pulled from origin is on the DVC remote" in out, out
     summary = json.loads((collector / "reports/spread/summary.json").read_text())
     assert summary["study"]["seeds"] == [1, 2] and list(summary["study"]["variants"]) == ["autograd"]
     assert set(summary["study"]["machines"]) == {"default", "seed-1", "seed-2", "autograd"}
@@ -260,12 +310,90 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     dvc("exp", "apply", "spread-seed-2", cwd=collector)
     seed2 = next(clone for name, clone, _ in done if name == "spread-seed-2")
     lock = yaml.safe_load(git(seed2, "show", f"{experiment_rev(seed2, 'spread-seed-2')}:dvc.lock"))
-    model_md5 = next(o["md5"] for o in lock["stages"]["train@vae20d"]["outs"] if o["path"] == "models/vae20d.pt")
-    assert hashlib.md5((collector / "models/vae20d.pt").read_bytes()).hexdigest() == model_md5
+    model_md5 = next(o["md5"] for o in lock["stages"]["train@vae20d"]["outs"] if o["path"] == "models/vae20d.safetensors")
+    assert hashlib.md5((collector / "models/vae20d.safetensors").read_bytes()).hexdigest() == model_md5
     assert changed_stages(collector) == set()
     assert ran_stages(dvc("repro", cwd=collector).stdout) == set()
     print(f"{len(runs)} runners: {run_seconds:.0f} s ({min(len(runs), os.cpu_count() or 1)} at a time); "
           f"collector: {collect_seconds:.0f} s")
+
+
+def killed_mid_upload(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, str]:
+    """`args` run until its first upload of a DVC object reaches the S3 server, then SIGTERM'd
+    (the held uploads fail, so none of them arrives): how it ended, and the experiment refs
+    origin had when it was killed."""
+    HOLD.arm()
+    proc = subprocess.Popen(args, cwd=cwd, env=mirror_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert HOLD.reached.wait(180), "no upload reached the S3 server"
+        refs_then = git(cwd, "ls-remote", "origin", "refs/exps/*")
+        proc.send_signal(signal.SIGTERM)
+        HOLD.released.set()  # the held uploads (and their retries) fail now; the hold stays armed until the end
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        HOLD.disarm()
+    return subprocess.CompletedProcess(args, proc.returncode, out, err), refs_then
+
+
+def test_a_study_experiment_is_published_whole_or_not_at_all(work, s3, tmp_path):
+    """A push cut short must not publish an experiment without its outputs. The runner
+    (`tools/study.py ... run --push`) pushes the outputs first and the ref last: SIGTERM'd in the
+    middle of its upload, it leaves nothing on the git remote. DVC's own `dvc exp push` pushes
+    the ref first: SIGTERM'd in the middle of its upload, it leaves the ref on the git remote and
+    the outputs missing from S3 (a fresh clone's `dvc exp pull` only warns). The collector
+    refuses that experiment in one line naming it and its missing outputs; the runner, run
+    again, publishes the experiment it ran (no second training), and the collector takes it."""
+    # a one-run study: the 20-d model's training with another seed (seconds on the fast profile)
+    with (work / "studies.yaml").open("a") as f:
+        f.write('\nhalf:\n  about: the 20-d model with another seed\n  sweep: ["train.seed=choice(7)"]\n'
+                "  stages: [train@vae20d]\n  model: vae20d\n  metrics: [train.json:test_loss]\n")
+    add_s3_remote(work, s3, "half")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "the half study; S3 remote")
+    origin = tmp_path / "origin.git"
+    sh(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    git(work, "remote", "add", "origin", str(origin))
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/main")
+    dvc("push", cwd=work)  # the baseline's outputs
+    baseline = s3_keys(s3, "half")
+    tool = [sys.executable, "tools/study.py", "half"]
+    assert "half-7: ran in" in sh([*tool, "run", "half-7"], work).stdout  # ran here, not pushed
+    lock = yaml.safe_load(git(work, "show", f"{experiment_rev(work, 'half-7')}:dvc.lock"))
+    model = next(o for o in lock["stages"]["train@vae20d"]["outs"] if o["path"].startswith("models/vae20d."))
+    model_key = f"half/files/md5/{model['md5'][:2]}/{model['md5'][2:]}"
+
+    # the runner, killed while it uploads: no ref published, nothing of the experiment in S3
+    killed, refs = killed_mid_upload([*tool, "run", "half-7", "--push", "origin"], work)
+    assert killed.returncode != 0 and refs == "", killed.stdout + killed.stderr
+    assert "already ran in this clone" in killed.stdout  # it pushed what it had run, not a new run
+    assert git(work, "ls-remote", "origin", "refs/exps/*") == ""
+    assert s3_keys(s3, "half") == baseline
+
+    # DVC's `dvc exp push`, killed while it uploads: the ref on origin, its outputs not in S3
+    killed, refs = killed_mid_upload([dvc_exe(), "exp", "push", "origin", "half-7"], work)
+    assert killed.returncode != 0 and refs.endswith("/half-7\n"), killed.stdout + killed.stderr  # the ref went first
+    assert git(work, "ls-remote", "origin", "refs/exps/*") == refs
+    assert s3_keys(s3, "half") == baseline and model_key not in baseline
+
+    collector = clone_of(origin, tmp_path / "collector")
+    collect = [*tool, "collect", "--pull", "origin"]
+    line = assert_clean_failure(sh(collect, collector, check=False), "half-7 lacks", f"{model['path']} (train@vae20d)",
+                                "`python tools/study.py half run half-7 --push origin`")
+    assert "train@vae2d" not in line  # the baseline's outputs are there
+    print(line)
+    assert not (collector / "reports/studies/half/summary.json").exists()
+
+    # the runner again: it publishes what it ran, whole
+    again = sh([*tool, "run", "half-7", "--push", "origin"], work).stdout
+    assert "half-7: already ran in this clone" in again and "ran in " not in again.replace("already ran in", "")
+    assert "half-7: pushed to origin and the DVC remote" in again
+    assert model_key in s3_keys(s3, "half")
+    out = sh(collect, collector).stdout
+    assert "every output of the 1 experiments pulled from origin is on the DVC remote" in out
+    summary = json.loads((collector / "reports/studies/half/summary.json").read_text())
+    assert [r["name"] for s in summary["settings"] for r in s["runs"]] == ["half-7"]
 
 
 @pytest.mark.long

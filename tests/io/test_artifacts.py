@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,26 +132,29 @@ def test_tracking_npz_names_its_train_stage(in_repo_copy):
 
 
 def test_truncated_checkpoint(in_repo_copy):
-    from mnist_vae.core.model import VAE, checkpoint, load_checkpoint
+    from mnist_vae.core.model import VAE, checkpoint, load_checkpoint, save_checkpoint
 
-    artifacts.write_torch("models/vae20d.pt", checkpoint(VAE(2, [8])))
-    good = (in_repo_copy / "models/vae20d.pt").read_bytes()
-    assert load_checkpoint("models/vae20d.pt").latent_dim == 2
-    (in_repo_copy / "models/vae20d.pt").write_bytes(good[: len(good) // 2])
-    with pytest.raises(DataError, match=r"models/vae20d.pt: not a readable checkpoint.*dvc repro -f -s train@vae20d"):
-        load_checkpoint("models/vae20d.pt")
+    save_checkpoint("models/vae20d.safetensors", checkpoint(VAE(2, [8])))
+    good = (in_repo_copy / "models/vae20d.safetensors").read_bytes()
+    assert load_checkpoint("models/vae20d.safetensors").latent_dim == 2
+    (in_repo_copy / "models/vae20d.safetensors").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match=r"models/vae20d.safetensors: not a readable checkpoint.*dvc repro -f -s train@vae20d"):
+        load_checkpoint("models/vae20d.safetensors")
 
 
 def test_checkpoint_of_something_else(in_repo_copy):
     from mnist_vae.core.model import load_checkpoint
 
-    torch.save({"weights": torch.zeros(3)}, "models/vae2d.pt")
-    with pytest.raises(DataError, match=r"models/vae2d.pt: not a checkpoint of this project's VAE \(KeyError"):
-        load_checkpoint("models/vae2d.pt")
-    with zipfile.ZipFile("models/vae2d.pt", "w") as zf:
+    artifacts.write_checkpoint("models/vae2d.safetensors", {"weights": torch.zeros(3)}, {"note": 1})
+    with pytest.raises(DataError, match=r"models/vae2d.safetensors: not a checkpoint of this project's VAE \(KeyError"):
+        load_checkpoint("models/vae2d.safetensors")
+    torch.save({"weights": torch.zeros(3)}, "models/vae2d.safetensors")  # the old format
+    with pytest.raises(DataError, match="models/vae2d.safetensors: not a readable checkpoint"):
+        load_checkpoint("models/vae2d.safetensors")
+    with zipfile.ZipFile("models/vae2d.safetensors", "w") as zf:
         zf.writestr("x", "not torch")
     with pytest.raises(DataError, match="not a readable checkpoint"):
-        load_checkpoint("models/vae2d.pt")
+        load_checkpoint("models/vae2d.safetensors")
 
 
 def test_stage_of_a_file_inside_an_out_directory(in_repo_copy):
@@ -221,26 +225,26 @@ def test_an_npz_with_nan_names_the_file_the_array_and_the_stage(in_project):
 
 
 def test_a_checkpoint_with_nan_weights_is_refused(in_project):
-    from mnist_vae.core.model import VAE, checkpoint, load_checkpoint
+    from mnist_vae.core.model import VAE, checkpoint, load_checkpoint, save_checkpoint
 
     model = VAE(2, [8])
     with torch.no_grad():
         model.encoder[0].weight[0, 0] = float("nan")
-    artifacts.write_torch("models/vae2d.pt", checkpoint(model))
-    with pytest.raises(DataError, match=r"models/vae2d\.pt: weights encoder\.0\.weight hold NaN or infinity "
+    save_checkpoint("models/vae2d.safetensors", checkpoint(model))
+    with pytest.raises(DataError, match=r"models/vae2d\.safetensors: weights encoder\.0\.weight hold NaN or infinity "
                                         r"\(the run diverged\); .*dvc repro -f -s train@vae2d"):
-        load_checkpoint("models/vae2d.pt")
+        load_checkpoint("models/vae2d.safetensors")
 
 
 def test_restore_hint_for_a_file_no_stage_writes_names_the_params_entry(in_project):
     subprocess.run(["git", "init", "-q"], cwd=in_project, check=True)
-    hint = artifacts.restore_hint("models/vae10d.pt")
+    hint = artifacts.restore_hint("models/vae10d.safetensors")
     assert "git checkout" not in hint
     assert "'vae10d' is not a model under `models` in params.yaml" in hint and "train@vae10d" in hint
     assert artifacts.restore_hint("reports/models/vae10d/eval.json").startswith("no stage writes it")
     assert artifacts.restore_hint("notes/x.txt") == ("no stage in dvc.yaml writes it and git does not track it: "
                                                      "check the path")
-    assert "dvc repro -f -s train@vae2d" in artifacts.restore_hint("models/vae2d.pt")
+    assert "dvc repro -f -s train@vae2d" in artifacts.restore_hint("models/vae2d.safetensors")
 
 
 def test_every_yaml_reader_rejects_duplicate_keys(tmp_path, monkeypatch):
@@ -272,3 +276,26 @@ def test_write_csv_refuses_columns_of_different_lengths(tmp_path):
     with pytest.raises(ValueError, match="different lengths"):
         artifacts.write_csv(tmp_path / "t.csv", {"a": [1, 2], "b": [1.0]})
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_a_missing_input_while_another_dvc_holds_the_lock_says_so(in_repo_copy, monkeypatch):
+    """A stage run by hand while `dvc repro` is between stages: its input may be about to be
+    written, so "restore it with dvc checkout" would be the wrong advice."""
+    import zc.lockfile
+
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    (in_repo_copy / ".dvc/tmp").mkdir(parents=True, exist_ok=True)
+    missing = "data/evaluation/vae2d.npz"
+    Path(missing).unlink(missing_ok=True)
+    with pytest.raises(DataError, match=r"not found; restore it with `dvc checkout"):
+        artifacts.read_npz(missing)
+    held = zc.lockfile.LockFile(str(in_repo_copy / ".dvc/tmp/lock"))  # what dvc repro holds
+    try:
+        with pytest.raises(DataError, match=r"vae2d.npz: not found; another dvc command holds this repository's lock "
+                                            r"\(.dvc/tmp/lock\).*wait for it to end"):
+            artifacts.read_npz(missing)
+        monkeypatch.setenv("DVC_STAGE", "evaluate@vae2d")  # a stage DVC itself runs is inside that lock
+        with pytest.raises(DataError, match=r"not found; restore it with `dvc checkout"):
+            artifacts.read_npz(missing)
+    finally:
+        held.close()

@@ -237,7 +237,7 @@ def test_output_bytes_compare_every_output_but_timings():
 stages:
   train@m:
     outs:
-    - {path: models/m.pt, md5: %s}
+    - {path: models/m.safetensors, md5: %s}
     - {path: reports/models/m/timings-train.json, md5: %s}
   report:
     outs:
@@ -249,7 +249,7 @@ stages:
     old = lock % ("a" * 32, "b" * 32, "c" * 32, "1" * 32)
     assert not gate.failures(gate.compare_outputs(old, lock % ("a" * 32, "d" * 32, "e" * 32, "2" * 32)))
     rows = gate.compare_outputs(old, lock % ("f" * 32, "b" * 32, "c" * 32, "1" * 32))
-    assert [r.metric for r in gate.failures(rows)] == ["models/m.pt (bytes)"]
+    assert [r.metric for r in gate.failures(rows)] == ["models/m.safetensors (bytes)"]
 
 
 # --- the holes of issue 30: every metric checked by something that can fail --------------------
@@ -433,7 +433,7 @@ def test_an_output_without_an_md5_fails_and_exclusions_are_exact_paths():
 stages:
   train@m:
     outs:
-    - {path: models/m.pt%s}
+    - {path: models/m.safetensors%s}
     - {path: reports/models/m/timings-train.json, md5: %s}
     - {path: reports/models/m/timings-extra.json, md5: %s}
   download:
@@ -443,7 +443,7 @@ stages:
 """
     both_missing = gate.compare_outputs(lock % ("", "a" * 32, "b" * 32, "c" * 32), lock % ("", "d" * 32, "b" * 32, "c" * 32))
     assert [(r.metric, r.problem) for r in gate.failures(both_missing)] == [
-        ("models/m.pt (bytes)", "no md5 in the committed dvc.lock")]
+        ("models/m.safetensors (bytes)", "no md5 in the committed dvc.lock")]
     moved = gate.compare_outputs(lock % (", md5: " + "e" * 32, "a" * 32, "b" * 32, "c" * 32),
                                  lock % (", md5: " + "e" * 32, "d" * 32, "f" * 32, "0" * 32))
     assert sorted(r.metric for r in gate.failures(moved)) == ["data/raw/mnist-copy (bytes)",

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from . import numerics
 from .objective import kl_divergence, negative_elbo_samples
 from .inference import encode_all
 
@@ -22,7 +23,7 @@ def kl_scores(model, x: torch.Tensor, batch_size: int = 5000) -> np.ndarray:
 
 def elbo_scores(model, x: torch.Tensor, samples: int, seed: int, batch_size: int = 2000) -> np.ndarray:
     """Per-image negative ELBO: BCE averaged over `samples` seeded z draws plus the exact KL."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    gen = numerics.generator(seed, x.device)
     parts = [negative_elbo_samples(model, x[s:s + batch_size], samples, gen) for s in range(0, len(x), batch_size)]
     return torch.cat(parts).cpu().numpy().astype(np.float64)
 

@@ -30,8 +30,11 @@ def active_units(model, x: torch.Tensor, threshold: float = 0.01) -> tuple[int, 
 
 
 def default_images_per_pass(device: torch.device, k: int, chunk: int) -> int:
-    """Images per IWAE pass: about 2,000 decoded samples on a CPU, 200,000 on a GPU."""
-    return max(1, (2_000 if device.type == "cpu" else 200_000) // min(k, chunk))
+    """Images per IWAE pass: about 2,000 decoded samples on a CPU, 200,000 on a GPU; always the
+    CPU's grouping in universal mode, where the grouping (which draw goes to which image) must not
+    follow the device."""
+    gpu = device.type != "cpu" and not numerics.universal()
+    return max(1, (200_000 if gpu else 2_000) // min(k, chunk))
 
 
 @torch.no_grad()
@@ -44,7 +47,7 @@ def iwae_nll(model, x: torch.Tensor, k: int, seed: int, chunk: int = 100, images
     larger. The grouping fixes which draw goes to which image, so it is part of the result.
     ``fused=False``: objective.py's plain log weights instead (the benchmark's baseline).
     """
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    gen = numerics.generator(seed, x.device)
     per_pass = images_per_pass or default_images_per_pass(x.device, k, chunk)
     out = []
     for start in tqdm(range(0, len(x), per_pass), desc=f"IWAE K={k}", unit="batch", mininterval=1.0,
@@ -58,7 +61,7 @@ def evaluate_model(model, test_x: torch.Tensor, cfg: Any, progress: bool = True)
     per-image IWAE NLL and per-dimension variance of the encoder means behind them; `cfg` is
     the `evaluate` params."""
     t0 = time.perf_counter()
-    elbo = evaluate_elbo(model, test_x, cfg.batch_size, torch.Generator(device=test_x.device).manual_seed(cfg.seed))
+    elbo = evaluate_elbo(model, test_x, cfg.batch_size, numerics.generator(cfg.seed, test_x.device))
     iwae_x = test_x[:cfg.iwae_images]
     nll = iwae_nll(model, iwae_x, cfg.iwae_k, cfg.seed, cfg.iwae_chunk, progress=progress)
     n_active, variance = active_units(model, test_x, cfg.active_unit_threshold)

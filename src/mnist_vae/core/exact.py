@@ -48,6 +48,9 @@ _LOG_TERMS = [1 / (2 * i + 1) for i in range(6)]            # |s| <= 0.1716: s^1
 _kernels = {"on": os.environ.get("MNIST_VAE_EXACT_PLAIN", "") in ("", "0")}
 
 
+TINY = 2.0 ** -126  # float32's smallest normal number: Adam's moments below it are set to 0
+
+
 def use_kernels(on: bool = True) -> None:
     _kernels["on"] = on
 
@@ -295,7 +298,7 @@ def randn(shape, generator: torch.Generator | None = None, device=None) -> torch
     shape = tuple(shape)
     count = math.prod(shape)
     pairs = (count + 1) // 2
-    u = torch.rand((2, pairs), generator=generator, device=device)
+    u = torch.rand((2, pairs), generator=generator, device=_source(generator)).to(device)
     radius = sqrt(log(1 - u[0]) * -2)
     c, s = cos_sin_2pi(u[1])
     return torch.cat([radius * c, radius * s])[:count].reshape(shape)
@@ -305,7 +308,13 @@ def uniform(shape, low: float, high: float, generator: torch.Generator | None = 
     """Uniform float32 samples in [low, high): torch.rand scaled and shifted in two operations
     (torch's uniform_ does it in one C++ expression, which a compiler may fuse on one CPU and
     not on another)."""
-    return torch.rand(tuple(shape), generator=generator, device=device).mul_(high - low).add_(low)
+    return torch.rand(tuple(shape), generator=generator, device=_source(generator)).to(device).mul_(high - low).add_(low)
+
+
+def _source(generator: torch.Generator | None) -> torch.device:
+    """Where the draws come from: the generator's device (the CPU for torch's default one); the
+    bits then move to the device that uses them, so a GPU gets the CPU's numbers."""
+    return generator.device if generator is not None else torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------- float64 helpers

@@ -9,12 +9,21 @@ and not fastmath: without fastmath LLVM neither reassociates nor contracts a mul
 into one fused multiply-add, so each operation rounds as IEEE 754 says on every CPU
 (tests/core/test_exact.py reads the machine code for fused multiply-adds). Constants are float32
 (np.float32), else numba would compute in float64.
+
+NaN stays NaN, as in the torch ops: every clamp, maximum and sign test is written so that a
+comparison with NaN keeps the NaN (Python's min/max, and numba's, keep whichever argument the
+comparison picks, which drops a NaN in one order), so a diverged model reports NaN, not a finite
+number; +-inf gives what the torch ops give.
+
+Threads: the kernels run on numba's threads, :func:`set_threads` (numerics.threads) or numba's
+default (one per CPU); :func:`_start_threads` starts them when this module is imported.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -25,16 +34,25 @@ E0, E1, E2, E3, E4, E5, E6, E7 = (F(c) for c in _EXP_TERMS)
 L0, L1, L2, L3, L4, L5 = (F(c) for c in _LOG_TERMS)
 INV_LN2_F, LN2_HI_F, LN2_LO_F, SQRT_HALF_F = F(INV_LN2), F(LN2_HI), F(LN2_LO), F(SQRT_HALF)
 EXP_MIN_F, EXP_MAX_F, ONE, TWO, ZERO, CAP = F(EXP_MIN), F(EXP_MAX), F(1.0), F(2.0), F(0.0), F(80.0)
+TINY = F(2.0 ** -126)  # float32's smallest normal number
+
+
+@njit(cache=True, nogil=True)
+def _clamp(v, low, high):
+    """torch.clamp(v, low, high): NaN stays NaN (no comparison with it is true)."""
+    return low if v < low else (high if v > high else v)
 
 
 @njit(cache=True, nogil=True)
 def _exp_into(x, out, bits):
     """out[j] = exact.exp(x[j]): the polynomial in one loop, 2^n written into `bits` (an int32 view
-    of `out`) in another, then their product; no call in the loops, so LLVM vectorizes them."""
+    of `out`) in another, then their product; no call in the loops, so LLVM vectorizes them. A NaN
+    gives NaN (its polynomial is NaN) with n = 0: converting NaN to an integer is undefined."""
     n = np.empty_like(x)
     for j in range(len(x)):
-        v = min(max(x[j], EXP_MIN_F), EXP_MAX_F)
+        v = _clamp(x[j], EXP_MIN_F, EXP_MAX_F)
         k = np.rint(v * INV_LN2_F)
+        k = k if k == k else ZERO
         r = (v - k * LN2_HI_F) - k * LN2_LO_F
         p = E7
         p = p * r + E6
@@ -98,8 +116,8 @@ def softplus_row_sums(logits, group, out):
         logs = np.empty(groups, np.float32)
         for j in range(width):
             v = logits[i, j]
-            positive[j] = v if v > ZERO else ZERO
-            args[j] = -min(abs(v), CAP)
+            positive[j] = ZERO if v <= ZERO else v  # clamp(min=0): NaN stays NaN
+            args[j] = -_clamp(abs(v), ZERO, CAP)
         _exp_into(args, factors, factors.view(np.int32))
         for j in range(width):
             factors[j] = factors[j] + ONE
@@ -112,11 +130,15 @@ def softplus_row_sums(logits, group, out):
 def adam_(param, grad, m, v, beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, root_correction, eps):
     """In place, flat float32 arrays: step.LayerAdam's universal update (the same operations in the
     same order: m = m b1 + g (1 - b1), v = v b2 + (g g)(1 - b2), p = p - (m s) / (sqrt(v) / c + eps),
-    the square root in float64), in one pass instead of a dozen."""
+    the square root in float64, each moment below 2^-126 set to 0), in one pass instead of a dozen."""
     for j in prange(len(param)):
         g = grad[j]
         mj = m[j] * beta1 + g * one_minus_beta1
         vj = v[j] * beta2 + (g * g) * one_minus_beta2
+        if abs(mj) < TINY:  # the moments flushed by an exact comparison, never by the CPU's rule
+            mj = ZERO
+        if vj < TINY:
+            vj = ZERO
         m[j] = mj
         v[j] = vj
         denom = np.float32(np.sqrt(np.float64(vj))) / root_correction + eps
@@ -134,7 +156,7 @@ def sigmoid(x, out):
         args = np.empty(hi - lo, np.float32)
         t = np.empty(hi - lo, np.float32)
         for j in range(lo, hi):
-            args[j - lo] = -min(abs(x[j]), CAP)
+            args[j - lo] = -_clamp(abs(x[j]), ZERO, CAP)
         _exp_into(args, t, t.view(np.int32))
         for j in range(lo, hi):
             tj = t[j - lo]
@@ -145,13 +167,14 @@ def sigmoid(x, out):
 @njit(cache=True, nogil=True, parallel=True)
 def quantize_rows(t, bits, out):
     """out (float64) = exact.quantize(t, -1, bits) of a C-contiguous float32 2-d array: per row the
-    power of two n from frexp of its largest magnitude, then round(t 2^n) 2^-n (each step exact)."""
+    power of two n from frexp of its largest magnitude, then round(t 2^n) 2^-n (each step exact).
+    A row's largest magnitude is NaN where the row holds one, as torch's amax says."""
     rows, width = t.shape
     for i in prange(rows):
         amax = ZERO
         for j in range(width):
             a = abs(t[i, j])
-            if a > amax:
+            if a > amax or a != a:
                 amax = a
         _, e = math.frexp(amax)
         n = min(max(bits - e, -126), 126)
@@ -169,7 +192,7 @@ def quantize_cols(t, bits, out):
     for i in range(rows):
         for j in range(width):
             a = abs(t[i, j])
-            if a > amax[j]:
+            if a > amax[j] or a != a:
                 amax[j] = a
     up = np.empty(width, np.float32)
     down = np.empty(width, np.float32)
@@ -194,3 +217,32 @@ def round_add_into(c, bias, out):
         else:
             for j in range(width):
                 out[i, j] = np.float32(c[i, j])
+
+
+def set_threads(count: int | None) -> None:
+    """Run the kernels on `count` threads (numerics.threads), or on numba's default for None (one
+    per CPU, or NUMBA_NUM_THREADS), at most as many as numba started. numba's count is its calling
+    thread's: numerics.enter also sets NUMBA_NUM_THREADS, which numba reads once, for every thread."""
+    started = numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(started if count is None else min(count, started))
+
+
+def threads() -> int:
+    """How many threads the kernels run on (this thread's count)."""
+    return numba.get_num_threads()
+
+
+def _start_threads() -> None:
+    """Start numba's threads now and leave torch's thread count as it was: numba's OpenMP layer
+    shares torch's OpenMP runtime, and starting its threads within a kernel's first call can set
+    the runtime's count, torch's too, to numba's (numerics.threads: 1 then ran torch on every CPU)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    count = torch.get_num_threads() if torch is not None else None
+    numba.get_num_threads()  # starts the threads
+    if count is not None and torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
+_start_threads()

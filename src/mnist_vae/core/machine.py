@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
+
+from .. import cpu_floor
 
 
 def cpu_name() -> str:
@@ -32,18 +35,22 @@ MACOS_FLAGS = {"hw.optional.avx2_0": "AVX2", "hw.optional.avx512f": "AVX-512", "
 def cpu_detail(cpuinfo: str | None = None) -> dict[str, Any]:
     """The CPU beyond its name: vendor, family and model (x86), implementer and part (ARM), and
     which of ISA_FLAGS it has: "AMD EPYC" alone cannot tell a Zen 3 from a Zen 5, nor AVX2 from
-    AVX-512. `cpuinfo`: /proc/cpuinfo's text (read when None); on macOS sysctl answers."""
+    AVX-512. `cpuinfo`: /proc/cpuinfo's text (read when None, and then the flags are the CPU's
+    own, cpu_floor.features(): under qemu-user /proc/cpuinfo lists the host's); on macOS sysctl
+    answers."""
+    own = None
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return _macos_detail() if platform.system() == "Darwin" else {}
+        own = cpu_floor.features()
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, sep, value = line.partition(":")
         if sep and key.strip() not in fields:  # the first processor's
             fields[key.strip()] = value.strip()
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    flags = own if own is not None else set((fields.get("flags") or fields.get("Features") or "").split())
     detail: dict[str, Any] = {}
     if "vendor_id" in fields:
         detail["cpu_family"] = f"{fields['vendor_id']} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
@@ -69,7 +76,8 @@ def _macos_detail() -> dict[str, Any]:
 def record(device) -> dict[str, Any]:
     """The machine a run ran on, recorded beside its timings: another CPU or thread count sums
     in another order (README, reproducibility), so the spread study groups runs by it. Holds the
-    numerics mode and which path each private torch op took."""
+    numerics mode, which path each private torch op took, and the thread counts that ran: torch's
+    (`threads`) and the compiled kernels' (`kernel_threads`, numba's; None where none ran)."""
     import torch
 
     from . import numerics, torch_private
@@ -81,6 +89,8 @@ def record(device) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
     info["ops"] = torch_private.record(device)
     info.update(numerics.record())
+    kernels = sys.modules.get("mnist_vae.core.exact_kernels")
+    info.update(threads=torch.get_num_threads(), kernel_threads=kernels.threads() if kernels else None)
     return info
 
 

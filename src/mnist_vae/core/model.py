@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from . import numerics
-from ..io.artifacts import read_torch, restore_hint
+from ..io.artifacts import read_checkpoint, restore_hint, write_checkpoint
 from ..io.errors import DataError
 
 IMAGE_PIXELS = 784
@@ -95,15 +95,26 @@ def build(arch: Any) -> VAE:
 
 
 def checkpoint(model: VAE, **extra: Any) -> dict[str, Any]:
-    """What is saved: the config needed to rebuild the model and its weights."""
+    """What is saved: the config needed to rebuild the model, its weights, and `extra` (JSON-able)."""
     return {"config": dict(model.config), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             **extra}
 
 
+def save_checkpoint(path, ckpt: dict[str, Any]) -> None:
+    """A :func:`checkpoint` as safetensors: the weights as tensors, the rest as its description."""
+    write_checkpoint(path, ckpt["state_dict"], {k: v for k, v in ckpt.items() if k != "state_dict"})
+
+
+def read(path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The :func:`checkpoint` dict saved at `path` (weights on `device`)."""
+    tensors, meta = read_checkpoint(path, device)
+    return {**meta, "state_dict": tensors}
+
+
 def load_checkpoint(path, device: str | torch.device = "cpu") -> VAE:
-    """A model saved by :func:`checkpoint`; DataError naming the file when it is missing,
-    unreadable, or not a checkpoint of this model."""
-    ckpt = read_torch(path, device)
+    """A model saved by :func:`save_checkpoint`; DataError naming the file when it is missing,
+    unreadable, not what dvc.lock records, or not a checkpoint of this model."""
+    ckpt = read(path, device)
     try:
         cfg = ckpt["config"]
         model = VAE(cfg["latent_dim"], cfg["encoder_hidden"], cfg["decoder_hidden"], cfg["input_dim"])

@@ -95,11 +95,21 @@ def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
         if torch.get_num_threads() != threads:
             raise NumericsError(f"numerics: torch runs {torch.get_num_threads()} threads, not numerics.threads "
                                 f"= {threads}")
-    record = {"numerics": mode, "threads": torch.get_num_threads(),
+    if "numba" in sys.modules:  # it read NUMBA_NUM_THREADS at import, and refuses a change once its threads run
+        from . import exact_kernels
+
+        exact_kernels.set_threads(threads)
+    elif threads is not None:  # the compiled kernels' threads (exact_kernels), read when they import numba
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    record = {"numerics": mode, "threads": torch.get_num_threads(), "kernel_threads": threads,
               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     record["isa"] = platform.machine()
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else \
+        if mode == "universal" and torch.cuda.is_available():
+            log.warning("numerics: universal mode runs on the CPU although torch sees a CUDA GPU: its bytes are shown "
+                        "the same on CPUs only (benchmarks/gpu.sh checks a GPU); set train.device: cuda in params.yaml "
+                        "to train on the GPU, judged by the gate's tolerances instead of bit for bit")
+        device = "cuda" if torch.cuda.is_available() and mode != "universal" else \
             "mps" if torch.backends.mps.is_available() and mode != "universal" else "cpu"
     if mode == "universal":
         if device.split(":")[0] == "mps":
@@ -165,12 +175,24 @@ def universal() -> bool:
 
 
 def device_for(name: str) -> str:
-    """What `train.device: auto` means under this mode: universal mode skips Apple's MPS (no float64)."""
-    if name != "auto" or not universal():
-        return name
+    """What `train.device: auto` means under this mode: universal mode runs on the CPU (its bytes
+    are shown on CPUs; Apple's MPS has no float64), the others on a GPU where there is one."""
+    return "cpu" if name == "auto" and universal() else name
+
+
+def generator(seed: int, device):
+    """A seeded torch.Generator for draws used on `device`. Universal mode's lives on the CPU
+    (mt19937 on every machine; CUDA's is Philox) and its draws move to the device (:func:`randn`)."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.Generator(device="cpu" if universal() else device).manual_seed(seed)
+
+
+def randperm(n: int, generator, device):
+    """torch.randperm from `generator`, on `device`."""
+    import torch
+
+    return torch.randperm(n, generator=generator, device=generator.device).to(device)
 
 
 # The ops that differ between modes: universal mode's come from mnist_vae.core.exact (float32;

@@ -36,7 +36,10 @@ def make_deterministic(seed: int) -> None:
 
 
 def flush_denormals() -> None:
-    """Flush denormal floats to zero (FTZ/DAZ), as TensorFlow does on CPUs by default.
+    """Flush denormal floats to zero (FTZ/DAZ), as TensorFlow does on CPUs by default; not in
+    universal mode, whose bits must not depend on the hardware's flushing (x86 decides that a result
+    is tiny after rounding, ARM before): there Adam flushes its moments itself by an exact
+    comparison (exact.TINY), which is where the denormals came from.
 
     Adam's first moment of a weight whose gradient stops being nonzero (pixels that are almost
     always 0) decays by 0.9 a step into the denormal range, where every x86 multiply takes a
@@ -45,7 +48,9 @@ def flush_denormals() -> None:
     the floating-point mode of the thread that starts them, and only the calling thread is
     switched.
     """
-    torch.set_flush_denormal(True)
+    from . import numerics
+
+    torch.set_flush_denormal(not numerics.universal())
 
 
 def keep_freed_memory() -> None:

@@ -117,6 +117,8 @@ class LayerAdam:
         for param, grad, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
             m.mul_(beta1).add_(grad * (1 - beta1))
             v.mul_(beta2).add_((grad * grad).mul_(1 - beta2))
+            m.masked_fill_(m.abs() < exact.TINY, 0.0)  # no subnormal state, by an exact comparison
+            v.masked_fill_(v < exact.TINY, 0.0)
             denom = exact.sqrt(v).div_(root_correction).add_(self.eps)
             param.sub_((m * step_size).div_(denom))
 

@@ -36,7 +36,9 @@ class Tracker:
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        self.generator = torch.Generator(device=self.recon_x.device).manual_seed(self.seed)
+        from . import numerics
+
+        self.generator = numerics.generator(self.seed, self.recon_x.device)
 
     @torch.no_grad()
     def capture(self, model, batch: int) -> None:

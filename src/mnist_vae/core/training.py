@@ -54,8 +54,8 @@ def train(model, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Any, eval_bat
     device = train_x.device
     bs, n = cfg.batch_size, len(train_x)
     n_batches = math.ceil(n / bs)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    eval_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    gen = numerics.generator(cfg.seed, device)
+    eval_gen = numerics.generator(cfg.seed + 1, device)
     step = make_step(model, cfg.lr, bs, cfg.step, cuda_graph)
     check_step = cfg.step == "fused"
     model.train()
@@ -67,7 +67,7 @@ def train(model, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Any, eval_bat
     data = torch.empty_like(train_x)  # reused: a fresh copy each epoch cost measurable page faults
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        torch.index_select(train_x, 0, torch.randperm(n, generator=gen, device=device), out=data)
+        torch.index_select(train_x, 0, numerics.randperm(n, gen, device), out=data)
         eps_all = numerics.randn((n, model.latent_dim), generator=gen, device=device)
         if check_step:  # the fused step must compute objective.py's loss: checked once, on a copy
             check_against_autograd(model, data[:bs], eps_all[:bs])

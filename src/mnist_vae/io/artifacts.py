@@ -4,7 +4,7 @@ Writing is atomic: a temp file in the target's folder, then a rename, so an inte
 failed stage leaves either the previous file or none, never a half-written one that looks
 valid. Temp files start with '.' and end in '.tmp' and are removed on failure.
 
-Reading goes through :func:`read_npz` and :func:`read_torch`: a missing, truncated or
+Reading goes through :func:`read_npz` and :func:`read_checkpoint`: a missing, truncated or
 unexpected file raises DataError naming the file and the command that restores it (the stage
 that writes it is looked up in dvc.yaml), never a traceback from inside numpy or torch.
 """
@@ -18,8 +18,11 @@ import io
 import json
 import math
 import os
+import re
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -103,23 +106,49 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
-def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """Compressed .npz (readable by np.load), written atomically and byte-reproducibly.
+# A member stored as bits: "<name>__bits<width>" holds np.packbits of a 0/1 uint8 N x width array,
+# which read_npz gives back as <name>; binarized images take an eighth of the bytes, uncompressed.
+_BITS = re.compile(r"(.+)__bits(\d+)")
 
-    np.savez_compressed stamps each member with the current time, so the same arrays give a
-    different file (and a different DVC hash) on every run; this writes the same format with a
-    fixed timestamp. Each member is serialized first and written whole (writestr, sizes known): streaming it with
-    force_zip64 wrote other zip64 headers under Python 3.11.2 than under 3.11.7, so the same arrays
-    gave other bytes on another Python patch release (found by the numerics probe's aarch64 run).
+
+def write_npz(path: str | Path, packed: Sequence[str] = (), **arrays: np.ndarray) -> None:
+    """An uncompressed .npz (readable by np.load), written atomically and byte-reproducibly.
+
+    Uncompressed, because deflate's output is not canonical: the zlib that Python links (zlib,
+    zlib-ng on Fedora, Apple's on macOS, uv's and conda's own) may deflate the same arrays into other
+    bytes, and DVC would see another file. The arrays are compact instead: the arrays named in
+    `packed` (0/1 uint8, N x width: binarized images) are stored as bits. np.savez stamps each
+    member with the current time; this writes the same format with a fixed one. Each member is
+    serialized first and written whole (writestr, sizes known): streaming it with force_zip64
+    wrote other zip64 headers under Python 3.11.2 than under 3.11.7 (found by the numerics probe).
     """
+    stored = {}
+    for name, array in arrays.items():
+        array = np.asanyarray(array)
+        if name in packed:
+            if array.dtype != np.uint8 or array.ndim != 2 or array.max(initial=0) > 1:
+                raise ValueError(f"{path}: {name} is not a 0/1 uint8 matrix, cannot be stored as bits")
+            stored[f"{name}__bits{array.shape[1]}"] = np.packbits(array, axis=1)
+        else:
+            stored[name] = array
     with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for name, array in arrays.items():
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name, array in stored.items():
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
+                info.compress_type = zipfile.ZIP_STORED
                 buf = io.BytesIO()
-                np.lib.format.write_array(buf, np.asanyarray(array), allow_pickle=False)
+                np.lib.format.write_array(buf, array, allow_pickle=False)
                 zf.writestr(info, buf.getvalue())
+
+
+def _unpacked(name: str, array: np.ndarray) -> tuple[str, np.ndarray]:
+    match = _BITS.fullmatch(name)
+    if match is None:
+        return name, array
+    width = int(match.group(2))
+    if array.dtype != np.uint8 or array.ndim != 2 or array.shape[1] != -(-width // 8):
+        raise ValueError(f"member {name} is not {width} bits a row")
+    return match.group(1), np.unpackbits(array, axis=1, count=width)
 
 
 def write_csv(path: str | Path, columns: Mapping[str, Sequence[Any]]) -> None:
@@ -143,33 +172,73 @@ def _csv_cell(value: Any) -> Any:
     return int(value) if isinstance(value, np.integer) else value
 
 
-def write_torch(path: str | Path, obj: Any) -> None:
-    import torch
+def write_checkpoint(path: str | Path, tensors: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """Tensors and a JSON-able description as a safetensors file whose bytes are a function of them
+    alone. torch.save would write a serialization id hashed by the C++ standard library (another on
+    macOS than on Linux). The description goes in as one metadata entry of canonical JSON: the
+    library writes its metadata map in hash order, so several entries came out in another order in
+    each process."""
+    from safetensors.torch import save
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                           metadata={CHECKPOINT_META: json.dumps(meta, sort_keys=True, separators=(",", ":"))}))
+
+
+CHECKPOINT_META = "mnist_vae"
+
+
+# PNG's colour types by channels: grey, RGB, RGBA
+_PNG_COLOUR = {1: 0, 3: 2, 4: 6}
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A 2-d uint8 (grey) or H x W x 3 / 4 uint8 array (RGB, RGBA) as PNG bytes that depend on the
+    pixels alone: each row filtered by PNG's Up filter and deflated by zlib-ng from its pinned wheel
+    (the zlib-ng package brings its own codec). Pillow's and matplotlib's PNGs were deflated by
+    whatever zlib the Pillow binary links (the system's here: Debian's, Fedora's zlib-ng, Apple's),
+    and deflate's output is not canonical."""
+    from zlib_ng import zlib_ng
+
+    arr = np.ascontiguousarray(image)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in _PNG_COLOUR):
+        raise TypeError(f"a PNG needs H x W (x 1, 3 or 4) uint8 pixels, got {arr.dtype} {arr.shape}")
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    rows = arr.reshape(arr.shape[0], -1)
+    up = rows - np.vstack([np.zeros_like(rows[:1]), rows[:-1]])  # uint8: modulo 256, as the filter is
+    raw = np.hstack([np.full((len(rows), 1), 2, np.uint8), up]).tobytes()
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", arr.shape[1], arr.shape[0], 8, _PNG_COLOUR[channels], 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib_ng.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 def write_png(path: str | Path, image: np.ndarray) -> None:
-    """A 2-d uint8 (gray) or H x W x 3 uint8 array as PNG, encoded by Pillow (torchvision's
-    encoder does the same, but importing torchvision slows every figure stage's start-up)."""
-    from PIL import Image
-
-    arr = np.ascontiguousarray(image)
+    """A 2-d uint8 (gray) or H x W x 3 uint8 array as PNG (:func:`png_bytes`)."""
+    arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise TypeError(f"write_png needs uint8 pixels, got {arr.dtype}")
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, png_bytes(arr))
 
 
 def write_figure(path: str | Path, fig, **kwargs) -> None:
-    """Save a matplotlib figure atomically and close it."""
+    """Save a matplotlib figure atomically and close it. A PNG is drawn by matplotlib (Agg), read
+    back (inflating is canonical: one set of pixels) and encoded by :func:`png_bytes`."""
     import matplotlib.pyplot as plt
+    from PIL import Image
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip("."), **kwargs)
+    fmt = Path(path).suffix.lstrip(".")
+    if fmt != "png":
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, **kwargs)
+    else:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", **kwargs)
+        buf.seek(0)
+        with Image.open(buf) as drawn:
+            pixels = np.asarray(drawn.convert("RGBA" if "A" in drawn.mode else "RGB"))
+        write_bytes(path, png_bytes(pixels))
     plt.close(fig)
 
 
@@ -214,7 +283,7 @@ def _model_of(path: str | Path) -> str | None:
     from . import layout
 
     target = Path(path).as_posix()
-    for pattern in (r"models/([^/]+)\.pt", r"data/(?:tracking|evaluation|anomaly)/([^/]+)\.npz",
+    for pattern in (r"models/([^/]+)\.safetensors", r"data/(?:tracking|evaluation|anomaly)/([^/]+)\.npz",
                     re.escape(layout.MODELS_REPORTS) + r"/([^/]+)/.+", re.escape(layout.IMAGES) + r"/([^/]+)/.+"):
         match = re.fullmatch(pattern, target)
         if match:
@@ -222,9 +291,34 @@ def _model_of(path: str | Path) -> str | None:
     return None
 
 
+def dvc_busy(root: str | Path = ".") -> bool:
+    """Whether another process holds DVC's lock of the repository at `root` (zc.lockfile's flock on
+    .dvc/tmp/lock: a `dvc repro` that may be between two stages). A stage that DVC runs (DVC_STAGE
+    set) is inside that lock itself."""
+    lock = Path(root) / ".dvc" / "tmp" / "lock"
+    if os.environ.get("DVC_STAGE") or not lock.exists():
+        return False
+    import fcntl
+
+    try:
+        with open(lock, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
 def restore_hint(path: str | Path) -> str:
     """The command that gives the file back: DVC for a stage's output, git for a file git keeps;
-    for a file neither makes, what would have to change for a stage to write it."""
+    for a file neither makes, what would have to change for a stage to write it. While another
+    dvc command holds the repository's lock, first that: it may be about to write the file."""
+    if dvc_busy():
+        return ("another dvc command holds this repository's lock (.dvc/tmp/lock): a `dvc repro` between two stages "
+                "may be about to write it; wait for it to end, then rerun this")
     stage = producing_stage(path)
     if stage is not None:
         return f"restore it with `dvc checkout {path}` (from DVC's cache) or rebuild it with `dvc repro -f -s {stage}`"
@@ -245,11 +339,12 @@ def read_npz(path: str | Path, required: tuple[str, ...] | list[str] = ()) -> di
         raise DataError(f"{path}: not found; {restore_hint(path)}")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in required if k not in npz.files]
+            names = {(_BITS.fullmatch(k).group(1) if _BITS.fullmatch(k) else k): k for k in npz.files}
+            missing = [k for k in required if k not in names]
             if missing:
-                raise DataError(f"{path}: has no array {missing[0]!r} (it has {', '.join(npz.files) or 'none'}); "
+                raise DataError(f"{path}: has no array {missing[0]!r} (it has {', '.join(names) or 'none'}); "
                                 f"{restore_hint(path)}")
-            arrays = {k: npz[k] for k in npz.files}
+            arrays = dict(_unpacked(k, npz[k]) for k in npz.files)
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
@@ -305,19 +400,28 @@ def read_csv(path: str | Path, required: tuple[str, ...] | list[str] = ()):
     return frame
 
 
-def read_torch(path: str | Path, device: Any = "cpu") -> Any:
-    """A torch.save'd artifact (weights only); DataError naming the file when it is missing or
-    unreadable."""
-    import pickle
-
-    import torch
+def read_checkpoint(path: str | Path, device: Any = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, description) of a file written by :func:`write_checkpoint`; DataError naming the
+    file when it is missing, unreadable, or differs from the md5 that dvc.lock records for it (a
+    corrupted DVC cache object spreads silently otherwise: safetensors has no checksum)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: not found; {restore_hint(path)}")
+    raw = path.read_bytes()
+    from .integrity import check_recorded
+
+    check_recorded(path, raw)
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        tensors = load(raw)
+        header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+        meta = json.loads(header["__metadata__"][CHECKPOINT_META])
+    except (SafetensorError, ValueError, KeyError, TypeError, OverflowError) as exc:
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: not a readable checkpoint ({first}: truncated or replaced?); "
+        raise DataError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first}; truncated or replaced?); "
                         f"{restore_hint(path)}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: not a readable checkpoint (its description is not a mapping); {restore_hint(path)}")
+    return {k: v.to(device) for k, v in tensors.items()}, meta

@@ -269,5 +269,5 @@ def binarize_dataset(raw_dir: str | Path, out_path: str | Path, threshold: float
         images, labels = read_split(raw_dir, split)
         arrays[f"{split}_x"] = binarize(images, threshold)
         arrays[f"{split}_y"] = labels.copy()
-    write_npz(out_path, **arrays)
+    write_npz(out_path, packed=("train_x", "test_x"), **arrays)
     return {k: v.shape for k, v in arrays.items()}

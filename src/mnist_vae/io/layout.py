@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-# A model name names files (models/<name>.pt, reports/models/<name>/...) and is a stage argument
+# A model name names files (models/<name>.safetensors, reports/models/<name>/...) and is a stage argument
 # (train@<name>): lowercase letters, digits, '-' and '_', starting with a letter or digit, so it
 # is one safe path segment and one shell word on Linux, macOS and Windows, and two names never
 # collide on a case-insensitive disk.
@@ -53,7 +53,7 @@ def _path(template: str, *fields: str):
                                                   **dict(zip(fields, values, strict=True)))
 
 
-checkpoint = _path("models/{model}.pt")
+checkpoint = _path("models/{model}.safetensors")
 tracking_frames = _path("data/tracking/{model}.npz")
 evaluation_arrays = _path("data/evaluation/{model}.npz")
 anomaly_arrays = _path("data/anomaly/{model}.npz")

@@ -422,3 +422,44 @@ def compare_outputs(committed_lock: str | None, new_lock: str | None) -> list[Ro
         rows.append(Row(f"{path} (bytes)", a and a[:12], b and b[:12], "exact", bool(a) and a == b, True, None,
                         problem))
     return rows
+
+
+def verify_workspace(lock_text: str | None, root: str | Path = ".") -> list[Row]:
+    """One failing row per output the gate judges (all but :func:`_not_compared`: timings, the page,
+    the raw downloads) that is in the workspace with other bytes than dvc.lock records for it: the
+    gate judges files, not the hashes DVC believes (a damaged cache object checked out may look up
+    to date to `dvc status`)."""
+    from ..io import integrity
+
+    return [Row(f"{path} (workspace bytes)", None, None, "exact", False, True, None,
+                f"{why}: damaged, or not what dvc.lock records; `make verify` ({integrity.RECOVERY})")
+            for path, why in integrity.bad_outputs(lock_text, root).items() if not _not_compared(path)]
+
+
+# what sets a metric's scale: tolerances measured at other values do not carry over
+SETTINGS = ("train.json:epochs", "train.json:parameters", "eval.json:iwae_k", "eval.json:iwae_images")
+
+
+def other_settings(diff: dict[str, dict[str, dict[str, Any]]], study_run: dict[str, Any]) -> list[str]:
+    """'<file>:<key> <new> (the study's <value>)' for each setting of the rerun (SETTINGS) that
+    differs from the spread study's default run behind the tolerances, and each model one of
+    them lacks: the statistical verdict does not carry over to such a run."""
+    out = []
+    new = {f"{path}:{key}": entry.get("new") for path, keys in diff.items() for key, entry in keys.items()}
+    models = lambda keys: {k.rsplit("/", 1)[0] for k in keys if k.endswith("train.json:epochs")}  # noqa: E731
+    for model in sorted(models(new) ^ models(study_run)):  # first: the line shows the first few
+        out.append(f"{model.rsplit('/', 1)[-1]} {'not in the study' if model not in models(study_run) else 'not rerun'}")
+    for key in sorted(study_run):
+        if key.split("/")[-1] in SETTINGS and key in new and new[key] != study_run[key]:
+            out.append(f"{key} {new[key]} (the study's {study_run[key]})")
+    return out
+
+
+def study_default_run(summary: str | Path = "reports/spread/summary.json") -> dict[str, Any]:
+    """The spread study's default run (its metrics by '<file>:<key>'), {} where there is none."""
+    import json
+
+    try:
+        return json.loads(Path(summary).read_text()).get("runs", {}).get("default", {}) or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
