@@ -151,7 +151,7 @@ def test_bad_input_ends_in_one_line_naming_it(body, message):
 def test_the_tool_says_one_line_for_an_unknown_study_and_lists_the_known_ones():
     proc = subprocess.run([sys.executable, "tools/study.py", "nope", "plan"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == "error: no study 'nope' in studies.yaml; known: spread, latent-size\n"
+    assert proc.stderr == "error: no study 'nope' in studies.yaml; known: spread, latent-size, same-seed\n"
     proc = subprocess.run([sys.executable, "tools/study.py", "latent-size", "plan", "--runners", "a", "b"], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "has no baseline" in proc.stderr and proc.stderr.count("\n") == 1

@@ -58,7 +58,7 @@ class Study(_Entry):
     stages: list[str] = []  # dvc targets each run needs; none: the whole pipeline
     model: str | None = None  # the model of metrics named by file alone, and of the machine record
     metrics: list[str] | Literal["all"] = "all"  # "<metrics file>:<dotted key>"
-    summary: Literal["seed-spread", "by-setting"] = "by-setting"
+    summary: Literal["seed-spread", "by-setting", "same-seed"] = "by-setting"
     draw: Draw | None = None
     out: str | None = None  # default reports/studies/<name>
 
@@ -148,6 +148,8 @@ def plan(name: str, study: Study, seeds: list[int] | None = None) -> list[Experi
              for label, sets in study.variants.items()]
     axes = [[(key, v) for v in values] for key, values in (_parse(s, name) for s in study.sweep)]
     seeds = seeds if seeds is not None else seed_values(name, study)
+    if not axes and not seeds and exps:  # variants (and the baseline) only: the default params are not run again
+        return exps
     for setting in itertools.product(*axes):
         for seed in seeds or [None]:
             parts = [_ref_part(v) for _, v in setting] + ([f"seed-{seed}"] if seed is not None else [])
@@ -568,7 +570,8 @@ def collect(name: str, study: Study, label: Callable[[dict | None], str], seeds:
             raise StudyError(f"--other-machine {item}: {rev} has no metrics under {layout.MODELS_REPORTS}/")
         runs.append(Run(f"{name}-{tag}", metrics, label(run_machine(rev)),
                         extra={"what": f"committed metrics of {rev}: same seed, another CPU"}))
-    doc = (seed_spread if study.summary == "seed-spread" else by_setting)(name, study, runs, metric_paths(name, study, p))
+    summarize = {"seed-spread": seed_spread, "same-seed": same_seed}.get(study.summary, by_setting)
+    doc = summarize(name, study, runs, metric_paths(name, study, p))
     write(name, study, doc)
     return doc
 
@@ -597,6 +600,69 @@ def seed_spread(name: str, study: Study, runs: list[Run], paths: dict[str, str])
         "runs": {"default": default, **seeds, **{f"variant:{k}": v for k, v in variants.items()}},
         "metrics": spread.summarize(seeds, default, variants),
     }
+
+
+def same_seed(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -> dict:
+    """The same-seed study's summary: the committed run (HEAD's metrics files: in universal numerics
+    any rerun of it gives these bits, so it is not run again) and each variant, the committed seed
+    in another rounding, with per metric the variants' differences from it and the spread of a
+    difference of two same-seed runs (spread.same_seed_sigma), beside the seed study's."""
+    def kept(metrics: dict) -> dict:
+        return {k: v for k, v in metrics.items() if k in paths.values()} if paths else metrics
+
+    base = kept(committed_metrics("HEAD"))
+    if not base:
+        raise StudyError(f"{name}: HEAD has no metrics under {layout.MODELS_REPORTS}/ to compare the variants with")
+    variants = {r.name.removeprefix(f"{name}-"): r for r in runs if r.exp and r.exp.kind == "variant"}
+    if len(variants) < 2:
+        raise StudyError(f"need at least 2 variant experiments of {name}, found {sorted(r.name for r in runs)}")
+    seed_doc = {}
+    seed_path = Path("reports/spread/summary.json")
+    if seed_path.exists():
+        seed_doc = json.loads(seed_path.read_text()).get("metrics", {})
+    metrics = {}
+    for metric, value in sorted(base.items()):
+        if spread.kind(metric) != "measured" or not spread._number(value):
+            continue
+        deltas = {label: float(r.metrics[metric] - value) for label, r in sorted(variants.items())
+                  if spread._number(r.metrics.get(metric))}
+        row = {"committed": float(value), "variants": {k: {"delta": d} for k, d in deltas.items()}}
+        sigma, df = spread.same_seed_sigma(row)
+        row.update(sigma_same=sigma, df=df)
+        if metric in seed_doc:
+            row["seed_sigma_diff"] = seed_doc[metric]["std"] * 2 ** 0.5
+            row["seed_n"] = seed_doc[metric]["n"]
+        metrics[metric] = row
+    return {"study": {"what": study.about, "kind": "same-seed", "base": f"the committed run ({_head()})",
+                      "machines": {label: r.machine for label, r in sorted(variants.items())},
+                      "variants": {label: f"{r.exp.what}; {r.machine}" for label, r in sorted(variants.items())}},
+            "runs": {"committed": base, **{f"variant:{k}": kept(r.metrics) for k, r in sorted(variants.items())}},
+            "metrics": metrics}
+
+
+def _head() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def same_seed_markdown(doc: dict) -> str:
+    """The same-seed summary as markdown: per metric the committed value, each variant's
+    difference, sigma_same (degrees of freedom) and the seed study's spread of a difference."""
+    study, labels = doc["study"], list(doc["study"]["variants"])
+    lines = ["# Same-seed study", "", study["what"].strip() + ".", "", f"Base: {study['base']}. Variants: "
+             + "; ".join(f"`{k}`: {v}" for k, v in study["variants"].items()) + ".", "",
+             "sigma_same: the spread of a difference of two same-seed runs (sqrt 2 x the standard deviation of the "
+             "committed run and the variants; degrees of freedom: the variants). seed: the seed study's (std x sqrt 2, "
+             "reports/spread/). Regenerate with `python tools/study.py same-seed all`.", "",
+             "| metric | committed | " + " | ".join(labels) + " | sigma_same (df) | seed | ratio |",
+             "|---|---:|" + "---:|" * (len(labels) + 3)]
+    for metric, row in doc["metrics"].items():
+        seed = row.get("seed_sigma_diff")
+        ratio = row["sigma_same"] / seed if seed else float("nan")
+        lines.append(f"| `{metric.removeprefix(layout.MODELS_REPORTS + '/')}` | {row['committed']:.6g} | "
+                     + " | ".join(f"{row['variants'][v]['delta']:+.3g}" if v in row["variants"] else "-" for v in labels)
+                     + f" | {row['sigma_same']:.3g} ({row['df']}) | {seed:.3g} | {ratio:.2f} |" if seed else
+                     f"| `{metric}` | {row['committed']:.6g} | " + " | ".join("-" for _ in labels) + " | - | - | - |")
+    return "\n".join(lines) + "\n"
 
 
 def by_setting(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -> dict:
@@ -681,8 +747,8 @@ def write(name: str, study: Study, doc: dict) -> None:
     out = out_dir(name, study)
     out.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(out / "summary.json", doc)
-    artifacts.write_bytes(out / "summary.md", (spread.markdown if study.summary == "seed-spread" else markdown)(doc)
-                          .encode())
+    write_md = {"seed-spread": spread.markdown, "same-seed": same_seed_markdown}.get(study.summary, markdown)
+    artifacts.write_bytes(out / "summary.md", write_md(doc).encode())
     if study.summary == "seed-spread":
         write_results(doc, out)
     if study.summary == "by-setting" and study.draw and doc["settings"]:
