@@ -33,12 +33,15 @@ HEADER = """\
 # (docs/reproducibility.md). A reproduced metric may differ from the committed one by `abs`:
 # k times sigma_diff, the measured spread of the difference of two runs (max of the seed std x
 # sqrt 2 and the largest same-seed difference), never below one image's step for a rate or a
-# percentile. k is one for the family: Sidak's per-metric rate for study.family_false_alarm over
-# all measured metrics, as a t quantile (n - 1 degrees of freedom). study.measured: the
-# family-wise false-alarm rate measured by leaving each pair of the study's runs out
-# (reports/spread/calibration.md). `images`: the images behind a rate or percentile.
+# percentile, one unit for a count. k is one for the family: Sidak's per-metric rate for
+# study.family_false_alarm over the distinct measured metrics (study.distinct_metrics: a metric
+# equal to another in every run, or constant, counted once or not at all), as a t quantile (n - 1
+# degrees of freedom). study.measured: the rate of unchanged reruns in which a gated metric fails
+# its tolerance, measured by leaving each pair of the study's runs out with this k, and its 95 %
+# interval (reports/spread/calibration.md). `images`: the images behind a rate or percentile.
 # `gated: false` (with `why`): one image's score, heavy tails (a study run beyond the others'
-# tolerance), or a tolerance wider than max_useful_rel of the value; shown, and failing only on
+# tolerance), a value the same in every run (no spread), or a tolerance wider than
+# max_useful_rel of the value; shown, and failing only on
 # a collapse of its kind or beyond its sanity bound. `exact`: run descriptions. `ignore`: the
 # device name. The first rule that matches (fnmatch over "<metrics file>:<dotted key>") applies.
 """
@@ -67,18 +70,100 @@ def study_runs(doc: dict) -> tuple[dict, dict]:
     return runs, variants
 
 
-def measure(doc: dict, family: float) -> dict:
+SAME_SEED = Path("reports/spread/same-seed/summary.json")
+
+
+def same_seed_runs(path: Path = SAME_SEED) -> dict:
+    """The same-seed study's runs ({"committed": ..., label: ...}), {} where it has not run. A run
+    whose trained models give every metric of an earlier one is the same trajectory, not another
+    sample of the noise, and is left out (fast mode at 1 and at 2 threads here: only the train
+    loss, the epoch's batch losses summed in an order that follows the threads, differs)."""
+    if not path.exists():
+        return {}
+
+    def of_the_model(run: dict) -> dict:
+        return {k: v for k, v in run.items() if spread.kind(k) == "measured" and not k.endswith("train.json:train_loss")}
+
+    out: dict = {}
+    for name, run in artifacts.read_json(path).get("runs", {}).items():
+        if not any(of_the_model(run) == of_the_model(r) for r in out.values()):
+            out[name.removeprefix("variant:")] = run
+    return out
+
+
+def same_seed_rules(doc: dict, family: float, k: float, k_same: float | None, same: dict) -> dict:
+    """The tolerances without each ordered pair of same-seed runs (calibration.same_seed_pairs)."""
+    _, variants = study_runs(doc)
+    images = images_behind(doc["metrics"])
+    return calibration.same_seed_pairs(
+        study_runs(doc)[0], same,
+        lambda seeds, rest: calibration.derive(seeds, variants, images, family, k=k, same_seed_runs=rest,
+                                               k_same=k_same)[0])
+
+
+def measure(doc: dict, family: float, k: float) -> dict:
+    """The leave-pair-out measurement with the deployed `k`: each pair's tolerances derived from
+    the other runs, k as tolerances.yaml has it."""
     runs, variants = study_runs(doc)
     images = images_behind(doc["metrics"])
     losses = sorted(m for m in doc["metrics"] if m.endswith("train.json:test_loss"))
-    return calibration.calibrate(runs, lambda rest: calibration.derive(rest, variants, images, family)[0], losses)
+    return calibration.calibrate(runs, lambda rest: calibration.derive(rest, variants, images, family, k=k)[0], losses)
 
 
-def markdown(result: dict, k: float, family: float, n: int) -> str:
-    lines = [f"Family-wise false alarms, measured by leaving each pair of the study's {n} runs out "
-             f"(tolerances derived from the other {n - 2}, one run of the pair judged against the other, both ways): "
-             f"**{result['false_alarms']} of {result['judgments']} unchanged reruns fail ({result['false_alarm_rate']:.1%})**, "
-             f"against a target of {family:.0%}. k = {k} on the study's own {n} runs.", ""]
+def _rate(r: dict) -> str:
+    low, high = r["interval95"]
+    return f"{r['count']} of {r['of']} ({r['rate']:.1%}; 95% interval {low:.1%} to {high:.1%})"
+
+
+HEADLINE = ("train.json:test_loss", "eval.json:test_iwae_nll", "anomaly.json:kl.fashion.auroc",
+            "anomaly.json:kl.train.mean")
+
+
+def spread_table(rules: list[dict], same_runs: dict, doc: dict) -> str:
+    """Which spread describes a same-seed rerun: the headline metrics' same-seed spread of a
+    difference beside the seed study's, and how many metrics the gate holds to each."""
+    lines = ["| metric | same-seed: a rerun's difference from the committed run (df) | seed: a difference of two runs | "
+             "ratio | held to |",
+             "|---|---:|---:|---:|---|"]
+    by = {r["match"]: r for r in rules}
+    for metric in sorted(m for m in doc["metrics"] if m.split("/")[-1] in HEADLINE):
+        base = same_runs["committed"][metric]
+        sigma, df = calibration.same_seed_sigma([r[metric] - base for n, r in same_runs.items()
+                                                 if n != "committed" and metric in r])
+        seed = doc["metrics"][metric]["std"] * 2 ** 0.5
+        lines.append(f"| `{metric.removeprefix(layout.MODELS_REPORTS + '/')}` | {sigma:.3g} ({df}) | {seed:.3g} | "
+                     f"{sigma / seed:.2f} | {'same-seed' if by.get(metric, {}).get('spread') == 'same-seed' else 'seed'} |")
+    held = sum(1 for r in rules if r.get("spread") == "same-seed")
+    measured = sum(1 for r in rules if "abs" in r)
+    return (f"Of the {measured} measured metrics, {held} are held to their same-seed spread (its 95 % upper bound below "
+            f"the seed spread of a difference) and {measured - held} to the seed spread.\n\n" + "\n".join(lines) + "\n")
+
+
+def markdown(result: dict, k: float, family: float, n: int, m: int, same: dict | None = None,
+             k_same: float | None = None, spreads: str = "") -> str:
+    lines = [spreads] if spreads else []
+    if same:
+        lines += [f"**What the gate judges: same-seed reruns.** Each of the {same['judgments']} same-seed variants (the "
+                  f"committed seed in another rounding, reports/spread/same-seed/) judged against the committed run under "
+                  f"tolerances derived without it (deployed k = {k}, k_same = {k_same}). Unchanged reruns that fail:", "",
+                  f"- a gated metric beyond its tolerance: **{_rate(same['gated'])}**, against a target of {family:.0%};",
+                  f"- a kind or sanity bound only: {_rate(same['floors'])};",
+                  f"- anywhere: {_rate(same['any'])}.", ""]
+        if same["failing_metrics"]:
+            lines += ["Metrics behind those false alarms: " + ", ".join(
+                f"`{mm.removeprefix(layout.MODELS_REPORTS + '/')}` ({c})" for mm, c in same["failing_metrics"].items()), ""]
+        lines += ["**Seed-to-seed reruns**, every metric held to the seed spread (what the gate would face judging "
+                  "another seed's run):", ""]
+    lines += [f"Family-wise false alarms, measured by leaving each pair of the study's {n} runs out "
+             f"(tolerances derived from the other {n - 2} with the deployed k = {k}, Sidak over {m} distinct "
+             f"measured metrics; one run of the pair judged against the other, both ways). Unchanged reruns that fail:",
+             "",
+             f"- a gated metric beyond its tolerance: **{_rate(result['gated'])}**, against a target of {family:.0%};",
+             f"- a kind or sanity bound only (rows every rule has, gated or not): {_rate(result['floors'])};",
+             f"- anywhere: {_rate(result['any'])}.",
+             "",
+             f"The {result['judgments']} judgments rest on {n} runs and share them, so they are not independent: the "
+             f"intervals (Clopper-Pearson) treat them as if they were and are narrower than the truth.", ""]
     if result["failing_metrics"]:
         lines += ["Metrics behind those false alarms: " + ", ".join(
             f"`{m.removeprefix(layout.MODELS_REPORTS + '/')}` ({c})" for m, c in result["failing_metrics"].items()), ""]
@@ -98,20 +183,31 @@ def main() -> None:
     args = ap.parse_args()
     doc = artifacts.read_json(args.summary)
     runs, variants = study_runs(doc)
-    rules, k = calibration.derive(runs, variants, images_behind(doc["metrics"]), args.family_false_alarm)
-    result = measure(doc, args.family_false_alarm)
-    text = markdown(result, k, args.family_false_alarm, len(runs))
+    same = same_seed_runs()
+    rules, k = calibration.derive(runs, variants, images_behind(doc["metrics"]), args.family_false_alarm,
+                                  same_seed_runs=same or None)
+    result = measure(doc, args.family_false_alarm, k)
+    m = calibration.distinct_metrics(runs, [r["match"] for r in rules if "abs" in r])
+    k_same = calibration.same_seed_k(m, len(same), args.family_false_alarm) if len(same) > 2 else None
+    same_result = calibration.calibrate_same_seed(same, same_seed_rules(doc, args.family_false_alarm, k, k_same, same)) \
+        if same else None
+    text = markdown(result, k, args.family_false_alarm, len(runs), m, same_result, k_same,
+                    spread_table(rules, same, doc) if same else "")
     print(text)
     if args.measure_only:
         return
     study = {"summary": args.summary, "n_runs": len(runs), "variants": sorted(variants),
-             "family_false_alarm": args.family_false_alarm, "k": k, "measured": round(result["false_alarm_rate"], 4),
+             "family_false_alarm": args.family_false_alarm, "k": k, "distinct_metrics": m,
+             "same_seed": {"summary": str(SAME_SEED), "n_runs": len(same), "k": k_same} if same else None,
+             "measured": round((same_result or result)["gated"]["rate"], 4),
+             "measured_interval95": [round(v, 4) for v in (same_result or result)["gated"]["interval95"]],
              "max_useful_rel": calibration.MAX_USEFUL_REL}
     body = yaml.safe_dump({"study": study, "rules": rules}, sort_keys=False, width=200, default_flow_style=None)
     artifacts.write_bytes(Path(args.out), (HEADER + body).encode())
     out = Path(args.summary).parent
     artifacts.write_json(out / "calibration.json", {"k": k, "family_false_alarm": args.family_false_alarm,
-                                                    "n_runs": len(runs), **result})
+                                                    "n_runs": len(runs), "distinct_metrics": m, **result,
+                                                    "same_seed": same_result})
     artifacts.write_bytes(out / "calibration.md", text.encode())
     ungated = [r["match"] for r in rules if r.get("gated") is False]
     print(f"wrote {args.out} ({len(rules)} rules, k = {k}, {len(ungated)} not gated) and {out}/calibration.*")

@@ -33,8 +33,14 @@ def test_the_docs_example_study_runs_and_collects_on_the_fast_profile(work):
     for setting in summary["settings"]:
         assert {m: row["n"] for m, row in setting["metrics"].items()} == {m: 2 for m in body["metrics"]}
         assert [r["seed"] for r in setting["runs"]] == [1, 2]
-    elbo = [s["metrics"][body["metrics"][0]] for s in summary["settings"]]
-    assert elbo[0]["mean"] != elbo[1]["mean"] and elbo[0]["std"] > 0  # the epochs and the seeds changed the runs
+    metric = body["metrics"][0]
+    for setting in summary["settings"]:  # the summary is its runs' mean and std, recomputed here
+        values = [r["metrics"][metric] for r in setting["runs"]]
+        assert setting["metrics"][metric]["mean"] == pytest.approx(sum(values) / 2, rel=1e-12)
+        assert setting["metrics"][metric]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5, rel=1e-9)
+        assert values[0] != values[1]  # another seed, another run
+    elbo = [s["metrics"][metric]["mean"] for s in summary["settings"]]
+    assert elbo[1] < elbo[0]  # ten epochs fit the data better than five
     table = (work / f"reports/studies/{name}/summary.md").read_text()
     assert re.search(r"^\| 5 \| [\d.]+ ± [\d.e-]+ \(2\) \| ", table, flags=re.M), table
     assert git(work, "status", "--porcelain", "--untracked-files=no") == ""  # the runs left the workspace alone

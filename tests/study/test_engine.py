@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import matplotlib
+import numpy as np
 import pytest
 import yaml
 from conftest import REPO
@@ -215,3 +216,25 @@ def test_the_docs_example_is_five_lines_that_validate_and_plan():
     assert [e.name for e in engine.plan(name, study)] == ["epochs-5-seed-1", "epochs-5-seed-2", "epochs-10-seed-1",
                                                           "epochs-10-seed-2"]
     assert name not in engine.load()  # the example is the reader's to add
+
+
+def test_the_same_seed_entry_plans_six_roundings_and_summarises_against_the_committed_run(monkeypatch):
+    study = engine.find("same-seed")
+    plan = engine.plan("same-seed", study)
+    assert [e.name for e in plan] == [f"same-seed-{v}" for v in ("fast", "fast-1-thread", "fast-autograd", "portable",
+                                                                 "portable-autograd", "autograd")]
+    assert all(e.kind == "variant" for e in plan)  # the committed run is not run again
+    base = {"reports/models/m/train.json:test_loss": 88.0, "reports/models/m/train.json:epochs": 10}
+    monkeypatch.setattr(engine, "committed_metrics", lambda rev: dict(base))
+    deltas = [0.01, -0.02, 0.0, 0.03, -0.01, 0.02]
+    runs = [engine.Run(e.name, {**base, "reports/models/m/train.json:test_loss": 88.0 + d}, "cpu", e)
+            for e, d in zip(plan, deltas)]
+    doc = engine.same_seed("same-seed", study, runs, {})
+    row = doc["metrics"]["reports/models/m/train.json:test_loss"]
+    assert row["df"] == 6 and row["sigma_same"] == pytest.approx(np.sqrt(np.mean(np.square(deltas))), rel=1e-6)
+    assert row["variants"]["fast-1-thread"]["delta"] == pytest.approx(-0.02)
+    assert "reports/models/m/train.json:epochs" not in doc["metrics"]  # a run description, not measured
+    assert set(doc["runs"]) == {"committed", *(f"variant:{e.name.removeprefix('same-seed-')}" for e in plan)}
+    assert "| `m/train.json:test_loss` | 88 |" in engine.same_seed_markdown(doc)
+    with pytest.raises(engine.StudyError, match="need at least 2 variant experiments"):
+        engine.same_seed("same-seed", study, runs[:1], {})

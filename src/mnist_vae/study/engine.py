@@ -606,7 +606,8 @@ def same_seed(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -
     """The same-seed study's summary: the committed run (HEAD's metrics files: in universal numerics
     any rerun of it gives these bits, so it is not run again) and each variant, the committed seed
     in another rounding, with per metric the variants' differences from it and the spread of a
-    difference of two same-seed runs (spread.same_seed_sigma), beside the seed study's."""
+    rerun's difference from it (their root mean square, as calibration.same_seed_sigma), beside
+    the seed study's."""
     def kept(metrics: dict) -> dict:
         return {k: v for k, v in metrics.items() if k in paths.values()} if paths else metrics
 
@@ -627,8 +628,10 @@ def same_seed(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -
         deltas = {label: float(r.metrics[metric] - value) for label, r in sorted(variants.items())
                   if spread._number(r.metrics.get(metric))}
         row = {"committed": float(value), "variants": {k: {"delta": d} for k, d in deltas.items()}}
-        sigma, df = spread.same_seed_sigma(row)
-        row.update(sigma_same=sigma, df=df)
+        # a rerun's difference from the committed run: the variants' root mean square (as
+        # calibration.same_seed_sigma), one degree of freedom each
+        sigma = (sum(d * d for d in deltas.values()) / len(deltas)) ** 0.5 if deltas else float("nan")
+        row.update(sigma_same=sigma, df=len(deltas))
         if metric in seed_doc:
             row["seed_sigma_diff"] = seed_doc[metric]["std"] * 2 ** 0.5
             row["seed_n"] = seed_doc[metric]["n"]
@@ -650,18 +653,17 @@ def same_seed_markdown(doc: dict) -> str:
     study, labels = doc["study"], list(doc["study"]["variants"])
     lines = ["# Same-seed study", "", study["what"].strip() + ".", "", f"Base: {study['base']}. Variants: "
              + "; ".join(f"`{k}`: {v}" for k, v in study["variants"].items()) + ".", "",
-             "sigma_same: the spread of a difference of two same-seed runs (sqrt 2 x the standard deviation of the "
-             "committed run and the variants; degrees of freedom: the variants). seed: the seed study's (std x sqrt 2, "
-             "reports/spread/). Regenerate with `python tools/study.py same-seed all`.", "",
+             "sigma_same: the spread of a rerun's difference from the committed run (the variants' differences, "
+             "root mean square; degrees of freedom: the variants). seed: the seed study's spread of a difference of "
+             "two runs (std x sqrt 2, reports/spread/). Regenerate with `python tools/study.py same-seed all`.", "",
              "| metric | committed | " + " | ".join(labels) + " | sigma_same (df) | seed | ratio |",
              "|---|---:|" + "---:|" * (len(labels) + 3)]
     for metric, row in doc["metrics"].items():
         seed = row.get("seed_sigma_diff")
-        ratio = row["sigma_same"] / seed if seed else float("nan")
-        lines.append(f"| `{metric.removeprefix(layout.MODELS_REPORTS + '/')}` | {row['committed']:.6g} | "
-                     + " | ".join(f"{row['variants'][v]['delta']:+.3g}" if v in row["variants"] else "-" for v in labels)
-                     + f" | {row['sigma_same']:.3g} ({row['df']}) | {seed:.3g} | {ratio:.2f} |" if seed else
-                     f"| `{metric}` | {row['committed']:.6g} | " + " | ".join("-" for _ in labels) + " | - | - | - |")
+        seed_cells = f"{seed:.3g} | {row['sigma_same'] / seed:.2f}" if seed else "- | -"
+        deltas = " | ".join(f"{row['variants'][v]['delta']:+.3g}" if v in row["variants"] else "-" for v in labels)
+        lines.append(f"| `{metric.removeprefix(layout.MODELS_REPORTS + '/')}` | {row['committed']:.6g} | {deltas} | "
+                     f"{row['sigma_same']:.3g} ({row['df']}) | {seed_cells} |")
     return "\n".join(lines) + "\n"
 
 

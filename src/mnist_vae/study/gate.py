@@ -35,7 +35,7 @@ from ..io import yamlfile
 from ..io.errors import MnistVaeError
 
 KINDS = ("ignore", "exact", "abs", "rel", "report")
-OPTIONAL = ("sigma_diff", "gated", "why", "images")
+OPTIONAL = ("sigma_diff", "gated", "why", "images", "spread", "k", "seed_sigma_diff", "sanity")
 
 
 # A row the gate does not gate (too noisy, or not measured by the study yet) still fails when it
@@ -132,7 +132,12 @@ def check_rule(rule: Any, where: str = "tolerances") -> dict[str, Any]:
                           ("sigma_diff", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                            and math.isfinite(v) and v >= 0, "a finite number >= 0"),
                           ("images", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-                           "a whole number > 0")):
+                           "a whole number > 0"),
+                          ("spread", lambda v: v in ("seed", "same-seed"), "seed or same-seed"),
+                          ("k", lambda v: _is_number(v) and math.isfinite(v) and v > 0, "a finite number > 0"),
+                          ("seed_sigma_diff", lambda v: _is_number(v) and math.isfinite(v) and v >= 0,
+                           "a finite number >= 0"),
+                          ("sanity", lambda v: v is False, "false (no sanity bound), or absent")):
         if key in rule and not ok(rule[key]):
             raise RuleError(f"{where}: rule for {rule['match']!r}: `{key}` must be {want}, got {rule[key]!r}")
     if rule.get("gated") is False and "why" not in rule:
@@ -227,7 +232,8 @@ def problem_of(committed: Any, new: Any, rule: dict[str, Any], metric: str = "")
             collapse = kind_problem(metric, committed, new, rule.get("images"))
             if collapse:
                 return collapse
-    if _is_number(committed) and _is_number(new) and (rule.get("report") or rule.get("gated") is False):
+    if _is_number(committed) and _is_number(new) and (rule.get("report") or rule.get("gated") is False) \
+            and rule.get("sanity", True):
         sigma = rule.get("sigma_diff")
         bound = sanity_bound(committed, sigma)
         if abs(new - committed) > bound * (1 + 1e-12):
