@@ -296,14 +296,11 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     assert summary["runs"]["seed-1"] != summary["runs"]["seed-2"]  # the seeds did change the results
     assert {m.split(":")[0] for m in summary["metrics"]} == {"reports/models/vae20d/train.json",
                                                              "reports/models/vae20d/eval.json"}
-    # sigma_same: the same-seed variant's difference from the default run, one sample of it
-    from mnist_vae.study import spread
-
+    # the same-seed variant's difference from the default run, as the summary records it
     loss = summary["metrics"]["reports/models/vae20d/train.json:test_loss"]
     delta = summary["runs"]["variant:autograd"]["reports/models/vae20d/train.json:test_loss"] - \
         summary["runs"]["default"]["reports/models/vae20d/train.json:test_loss"]
     assert delta != 0 and loss["variants"]["autograd"]["delta"] == pytest.approx(delta)
-    assert spread.same_seed_sigma(loss) == (pytest.approx(abs(delta)), 1)
 
     # a run's outputs come from S3: pull it with its outputs, apply it, nothing to train
     dvc("exp", "pull", "--force", "origin", "spread-seed-2", cwd=collector)
