@@ -92,11 +92,11 @@ def same_seed_runs(path: Path = SAME_SEED) -> dict:
 
 
 def same_seed_rules(doc: dict, family: float, k: float, k_same: float | None, same: dict) -> dict:
-    """The tolerances without each ordered pair of same-seed runs (calibration.same_seed_pairs)."""
-    _, variants = study_runs(doc)
+    """The tolerances without each same-seed variant in turn (calibration.same_seed_pairs)."""
+    seeds, variants = study_runs(doc)
     images = images_behind(doc["metrics"])
     return calibration.same_seed_pairs(
-        study_runs(doc)[0], same,
+        seeds, same,
         lambda seeds, rest: calibration.derive(seeds, variants, images, family, k=k, same_seed_runs=rest,
                                                k_same=k_same)[0])
 

@@ -111,6 +111,18 @@ def no_real_aws(monkeypatch, tmp_path):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
+def publish(work, tmp_path, message: str):
+    """Commit the work tree, push it to a new bare git origin and its outputs to the DVC remote."""
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", message)
+    origin = tmp_path / "origin.git"
+    sh(["git", "init", "-q", "--bare", str(origin)], tmp_path)
+    git(work, "remote", "add", "origin", str(origin))
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/main")
+    dvc("push", cwd=work)
+    return origin
+
+
 def add_s3_remote(repo: Path, endpoint: str, prefix: str) -> None:
     """What a user types: the remote and its endpoint go into .dvc/config (committed), the
     credentials into .dvc/config.local (never committed)."""
@@ -247,13 +259,7 @@ def test_the_spread_study_fans_out_to_runners_and_one_collector_gathers_it(work,
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     add_s3_remote(work, s3, "spread")
     dvc("repro", cwd=work)
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "one model; S3 remote")
-    origin = tmp_path / "origin.git"
-    sh(["git", "init", "-q", "--bare", str(origin)], tmp_path)
-    git(work, "remote", "add", "origin", str(origin))
-    git(work, "push", "-q", "origin", "HEAD:refs/heads/main")
-    dvc("push", cwd=work)
+    origin = publish(work, tmp_path, "one model; S3 remote")
 
     runs = ["spread-default", "spread-seed-1", "spread-seed-2", "spread-autograd"]
 
@@ -347,13 +353,7 @@ def test_a_study_experiment_is_published_whole_or_not_at_all(work, s3, tmp_path)
         f.write('\nhalf:\n  about: the 20-d model with another seed\n  sweep: ["train.seed=choice(7)"]\n'
                 "  stages: [train@vae20d]\n  model: vae20d\n  metrics: [train.json:test_loss]\n")
     add_s3_remote(work, s3, "half")
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "the half study; S3 remote")
-    origin = tmp_path / "origin.git"
-    sh(["git", "init", "-q", "--bare", str(origin)], tmp_path)
-    git(work, "remote", "add", "origin", str(origin))
-    git(work, "push", "-q", "origin", "HEAD:refs/heads/main")
-    dvc("push", cwd=work)  # the baseline's outputs
+    origin = publish(work, tmp_path, "the half study; S3 remote")  # with the baseline's outputs
     baseline = s3_keys(s3, "half")
     tool = [sys.executable, "tools/study.py", "half"]
     assert "half-7: ran in" in sh([*tool, "run", "half-7"], work).stdout  # ran here, not pushed

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..io import artifacts, layout, params
 from ..io.errors import MnistVaeError
-from . import spread
+from . import calibration, spread
 from .workspace import dvc_exe, git_show, tool_env
 
 STUDIES = "studies.yaml"
@@ -606,8 +606,7 @@ def same_seed(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -
     """The same-seed study's summary: the committed run (HEAD's metrics files: in universal numerics
     any rerun of it gives these bits, so it is not run again) and each variant, the committed seed
     in another rounding, with per metric the variants' differences from it and the spread of a
-    rerun's difference from it (their root mean square, as calibration.same_seed_sigma), beside
-    the seed study's."""
+    rerun's difference from it (calibration.same_seed_sigma), beside the seed study's."""
     def kept(metrics: dict) -> dict:
         return {k: v for k, v in metrics.items() if k in paths.values()} if paths else metrics
 
@@ -628,10 +627,10 @@ def same_seed(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -
         deltas = {label: float(r.metrics[metric] - value) for label, r in sorted(variants.items())
                   if spread._number(r.metrics.get(metric))}
         row = {"committed": float(value), "variants": {k: {"delta": d} for k, d in deltas.items()}}
-        # a rerun's difference from the committed run: the variants' root mean square (as
-        # calibration.same_seed_sigma), one degree of freedom each
-        sigma = (sum(d * d for d in deltas.values()) / len(deltas)) ** 0.5 if deltas else float("nan")
-        row.update(sigma_same=sigma, df=len(deltas))
+        if len(deltas) < 2:  # a metric not every variant has: no spread to give
+            continue
+        sigma, df = calibration.same_seed_sigma(list(deltas.values()))
+        row.update(sigma_same=sigma, df=df)
         if metric in seed_doc:
             row["seed_sigma_diff"] = seed_doc[metric]["std"] * 2 ** 0.5
             row["seed_n"] = seed_doc[metric]["n"]

@@ -408,12 +408,9 @@ def _not_compared(path: str) -> bool:
 
 def output_hashes(lock_text: str | None) -> dict[str, str]:
     """{output path: md5} of every stage output in a dvc.lock (a folder's md5 covers its files)."""
-    doc = yamlfile.loads(lock_text or "") or {}
-    out = {}
-    for stage in (doc.get("stages") or {}).values():
-        for entry in stage.get("outs") or []:
-            out[entry["path"]] = entry.get("md5", "")
-    return out
+    from ..io import integrity
+
+    return {path: md5 for path, (_, md5) in integrity.recorded_outputs(lock_text).items()}
 
 
 def compare_outputs(committed_lock: str | None, new_lock: str | None) -> list[Row]:
