@@ -247,8 +247,10 @@ def main() -> None:
                 ran = json.loads((ws / layout.timings(args.model, "train")).read_text())["machine"]
                 results.append({"mode": mode, "cpu": target or "native", "stages": stages, "md5": hashes,
                                 "seconds": round(seconds, 1), "isa": ran.get("isa"),
-                                "cpu_capability": ran["cpu_capability"], "bitwise_promise": ran.get("bitwise_promise", False)})
+                                "cpu_capability": ran["cpu_capability"], "products": ran.get("products", "-"),
+                                "bitwise_promise": ran.get("bitwise_promise", False)})
                 print(f"{mode:9s} {target or 'native':11s} {ran.get('isa', '?'):7s} {ran['cpu_capability']:7s} "
+                      f"{ran.get('products', '-'):7s} "
                       f"{seconds:6.1f} s  {len(hashes)} outputs  "
                       + "  ".join(f"{Path(k).name}:{v[:6]}" for k, v in list(hashes.items())[:4]), flush=True)
         arm = [t for t in args.targets if TARGETS[t][0] == "qemu-aarch64"]

@@ -20,11 +20,12 @@ X86_BITS = {
     "sse2": (0, 3, 26), "sse3": (0, 2, 0), "ssse3": (0, 2, 9), "fma": (0, 2, 12), "cx16": (0, 2, 13),
     "sse4_1": (0, 2, 19), "sse4_2": (0, 2, 20), "popcnt": (0, 2, 23), "avx": (0, 2, 28),
     "avx2": (1, 1, 5), "avx512f": (1, 1, 16), "amx_tile": (1, 3, 24),
-    "lahf_lm": (2, 2, 0), "avx512_bf16": (6, 0, 5),
+    "lahf_lm": (2, 2, 0), "avx512_bf16": (6, 0, 5), "avx512_vnni": (1, 2, 11), "avx_vnni": (6, 0, 4),
 }
 # aarch64: name (/proc/cpuinfo's) -> (AT_HWCAP or AT_HWCAP2, bit)
 AT_HWCAP, AT_HWCAP2 = 16, 26
-ARM_BITS = {"fp": (AT_HWCAP, 0), "asimd": (AT_HWCAP, 1), "atomics": (AT_HWCAP, 8), "sve": (AT_HWCAP, 22),
+ARM_BITS = {"fp": (AT_HWCAP, 0), "asimd": (AT_HWCAP, 1), "atomics": (AT_HWCAP, 8), "asimddp": (AT_HWCAP, 20),
+            "sve": (AT_HWCAP, 22),
             "sve2": (AT_HWCAP2, 1)}
 
 # What the pinned wheels need: the level's name and its features, as the line names them.

@@ -216,7 +216,7 @@ vendor_id\t: AuthenticAMD
 cpu family\t: 25
 model\t\t: 17
 model name\t: AMD EPYC
-flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16 sha_ni
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16 avx512_vnni sha_ni
 processor\t: 1
 vendor_id\t: GenuineIntel
 flags\t\t: amx_tile
@@ -230,9 +230,9 @@ CPU part\t: 0xd0c
 
 
 @pytest.mark.parametrize("text, family, flags", [
-    (ZEN4, "AuthenticAMD family 25 model 17", ["AVX-512", "AVX-512-BF16", "AVX2", "FMA"]),
-    (NEOVERSE_N1, "implementer 0x41 part 0xd0c", ["NEON"]),
-    (NEOVERSE_N1.replace("asimddp", "asimddp sve sve2"), "implementer 0x41 part 0xd0c", ["NEON", "SVE", "SVE2"]),
+    (ZEN4, "AuthenticAMD family 25 model 17", ["AVX-512", "AVX-512-BF16", "AVX-512-VNNI", "AVX2", "FMA"]),
+    (NEOVERSE_N1, "implementer 0x41 part 0xd0c", ["DOTPROD", "NEON"]),
+    (NEOVERSE_N1.replace("asimddp", "asimddp sve sve2"), "implementer 0x41 part 0xd0c", ["DOTPROD", "NEON", "SVE", "SVE2"]),
 ])
 def test_the_machine_record_names_the_cpu_family_and_the_isa_extensions_that_choose_kernels(text, family, flags):
     from mnist_vae.core import machine

@@ -8,9 +8,9 @@ operands are correctly rounded, so an elementwise torch op of one such operation
 bits on every CPU (and GPU) whatever its vector width. Everything here is built from those
 alone, each step its own torch op (no fused multiply-add that a compiler may or may not form):
 
-- products (:func:`mm`): each row of A and each column of B rounded to at most 24-bit integers
-  times a power of two, then multiplied in float64, where every partial sum is an integer below
-  2^53 and so exact in any order, in any BLAS, on any device; one rounding to float32 at the end;
+- products (:func:`mm`): each row of A and each column of B rounded to 13-bit integers times a
+  power of two, their exact integer sum (int8 GEMMs of slices on a CPU, float64 elsewhere: both
+  exact in any order, in any BLAS, on any device, so the same bits), rounded once to float32;
 - sums (:func:`tree_sum`): pairwise, in a fixed order of elementwise adds;
 - exp and log (:func:`exp`, :func:`log`): range reduction by powers of two built from their
   bits (never pow()), then polynomials in Horner form;
@@ -109,12 +109,89 @@ def _reciprocal(x: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- products
 
-def _bits(k: int) -> int:
-    """Integer width b of the factors of a k-term product: k * (2^b)^2 <= 2^53, at most 24."""
-    return min(24, (53 - max(1, k - 1).bit_length()) // 2)
+# The precision of a product's factors and why no engine can get a bit wrong (issue 46).
+# A factor is a row of a (a column of b) rounded to integers q times one power of two, its largest
+# |q| in [2^12, 2^13]: 13 significant bits (TF32 keeps 10). The product is the exact sum of those
+# integer products, rounded once to float32. Two engines compute that same exact sum:
+#
+# - int8 (CPU, the default where torch._int_mm passes its check): q = 2^7 hi + lo with
+#   hi = round(q / 2^7) and lo = q - 2^7 hi, so |hi|, |lo| <= 64; the four slice products in one
+#   int8 x int8 -> int32 GEMM of the stacked slices, recombined in int64 as
+#   2^14 hi.hi + 2^7 (hi.lo + lo.hi) + lo.lo. Bounds, for any implementation of the int8 GEMM:
+#   * x86 without VNNI (vpmaddubsw) multiplies an unsigned byte by a signed one and adds pairs into
+#     int16 with saturation; an int8 operand is turned unsigned by +128 (a compensation term
+#     undoes it). A pair of an unsigned byte (<= 255) and a slice (<= 64) is at most
+#     2 * 255 * 64 = 32,640 <= 32,767: no saturation, whichever operand is the unsigned one.
+#   * the int32 sums: at most K terms of 255 * 64 = 16,320, so K <= 2^17 keeps them below
+#     2^31 - 1 (16,320 * 2^17 = 2,139,095,040); VNNI's vpdpbusd, ARM's sdot and AMX hold the same.
+#   * the recombination: |sum of q_a q_b| <= K * 2^26, in int64, and exact in float64 for
+#     K <= 2^27.
+# - float64 (any device, and the CPU for K > 2^17): the quantized factors as float64; every
+#   partial sum is an integer multiple of the two scales below K * 2^26 <= 2^53, so exact in any
+#   order, in any BLAS.
+# The engines can therefore not differ: tests/core/test_exact.py holds them equal on every shape
+# the model uses and at the extremes, and the int8 engine checks itself once a process
+# (_int8_checked) against integer arithmetic before it is trusted.
+BITS = 13
+SLICE = 7
+INT8_MAX_K = 2 ** 17
+FLOAT64_MAX_K = 2 ** 27
+ENGINES = ("int8", "float64")
+_engine = {"name": os.environ.get("MNIST_VAE_PRODUCTS", "int8"), "checked": None}
 
 
-def quantize(t: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
+def use_engine(name: str) -> None:
+    """Take the products by `name` ('int8' or 'float64') where it applies; the same bits either way."""
+    if name not in ENGINES:
+        raise ValueError(f"products engine must be one of {ENGINES}, got {name!r}")
+    _engine["name"] = name
+
+
+def engine() -> str:
+    """The engine the CPU's products take here: 'int8' where it is asked for, compiled kernels are
+    on and torch._int_mm passed its check, else 'float64'."""
+    if _engine["name"] == "int8" and _kernels["on"] and _int8_checked():
+        return "int8"
+    return "float64"
+
+
+def _int8_checked() -> bool:
+    """torch._int_mm against integer arithmetic (int64, exact), once a process: slices at +-64 of
+    one sign and of mixed signs over K = 2^17, the bound above, a sum float32 would round, and
+    random slices. False (and a
+    line on stderr) where it is missing or wrong: the float64 engine then gives the same bits."""
+    if _engine["checked"] is None:
+        ok, reason = True, ""
+        try:
+            g = torch.Generator().manual_seed(46)
+            k = INT8_MAX_K
+            signs = torch.where(torch.arange(k) % 3 == 0, -1, 1)
+            odd = torch.full((k,), 64)
+            odd[0] = 1  # 64 * 64 (k - 1) + 1: float32 sums would round it
+            a = torch.stack([torch.full((k,), 64), torch.full((k,), -64), signs * 64, odd,
+                             torch.randint(-64, 65, (k,), generator=g)]).to(torch.int8)
+            b = torch.stack([torch.full((k,), 64), signs * -64, torch.full((k,), -64), odd,
+                             torch.randint(-64, 65, (k,), generator=g)]).to(torch.int8).t()
+            ok = torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long())
+            reason = "its result differs from integer arithmetic"
+        except (RuntimeError, AttributeError) as exc:  # no _int_mm in this torch, or not on this CPU
+            ok, reason = False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if not ok:
+            import logging
+
+            logging.getLogger(__name__).warning("exact products: torch._int_mm is not exact here (%s); the float64 "
+                                                "engine takes them, with the same bits, more slowly", reason)
+        _engine["checked"] = ok
+    return _engine["checked"]
+
+
+def _check_k(k: int) -> None:
+    if k > FLOAT64_MAX_K:
+        raise ValueError(f"exact products: an inner dimension of {k} exceeds {FLOAT64_MAX_K}, where the float64 "
+                         "sums of 13-bit factors would round")
+
+
+def quantize(t: torch.Tensor, dim: int, bits: int = BITS) -> torch.Tensor:
     """t with each slice along `dim` rounded to a multiple of one power of two, its largest entry
     to at most 2^bits of those steps: round(t 2^n) 2^-n, exactly (scaling by 2^n is exact)."""
     amax = t.abs().amax(dim=dim, keepdim=True)
@@ -122,7 +199,7 @@ def quantize(t: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
     return torch.round(t * pow2(n)).mul_(pow2(-n))
 
 
-def quantized64(t: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
+def quantized64(t: torch.Tensor, dim: int, bits: int = BITS) -> torch.Tensor:
     """:func:`quantize` as float64, by the compiled twins (exact_kernels.quantize_rows and
     quantize_cols, the same exact steps, so the same values) where a 2-d CPU tensor or its
     transpose is contiguous, as the products' operands are."""
@@ -142,36 +219,85 @@ def quantized64(t: torch.Tensor, dim: int, bits: int) -> torch.Tensor:
     return quantize(t, dim, bits).double()
 
 
-def _product64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The exact float64 product of a's quantized rows and b's quantized columns."""
-    bits = _bits(a.shape[-1])
-    return quantized64(a, -1, bits) @ quantized64(b, -2, bits)
+def _slices(t: torch.Tensor, along_rows: bool):
+    """The int8 operand of the stacked slices of t (2-d float32 on the CPU) and each row's
+    (column's) power of two n: for rows, a (2 rows x cols) operand [hi; lo]; for columns, a
+    (rows x 2 cols) operand [hi, lo]. None where a row (column) holds NaN or an infinity (the
+    float64 engine then gives the torch ops' NaN)."""
+    from . import exact_kernels
+
+    if along_rows and not t.is_contiguous() and t.t().is_contiguous():
+        out, n = _slices(t.t(), False)
+        return (None, None) if out is None else (out.t(), n)
+    if not along_rows and not t.is_contiguous() and t.t().is_contiguous():
+        out, n = _slices(t.t(), True)
+        return (None, None) if out is None else (out.t(), n)
+    t = t.contiguous()
+    rows, cols = t.shape
+    out = torch.empty((2 * rows, cols) if along_rows else (rows, 2 * cols), dtype=torch.int8)
+    n = torch.empty(rows if along_rows else cols, dtype=torch.int32)
+    finite = (exact_kernels.slices_rows if along_rows else exact_kernels.slices_cols)(t.numpy(), BITS, SLICE,
+                                                                                     out.numpy(), n.numpy())
+    return (out, n) if finite else (None, None)
 
 
-def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b (m x k times k x n). Float32: a's rows and b's columns quantized (:func:`quantize`),
-    the product taken in float64, where each of its k-term sums holds integers times one common
-    power of two below 2^53 and is therefore exact, whatever order or device computes it; then
-    rounded once to float32."""
-    if not (_f32(a) and _f32(b)):
-        return a @ b
-    return _product64(a, b).float()
+def _product_int8(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """a @ b (+ bias) by the int8 engine, float32; None where a factor is not finite."""
+    from . import exact_kernels
+
+    a8, na = _slices(a, True)
+    if a8 is None:
+        return None
+    b8, nb = _slices(b, False)
+    if b8 is None:
+        return None
+    blocks = torch._int_mm(a8, b8)
+    out = torch.empty((a.shape[0], b.shape[1]), dtype=torch.float32)
+    added = torch.empty(0, dtype=torch.float32) if bias is None else bias.detach().contiguous()
+    exact_kernels.recombine_into(blocks.numpy(), na.numpy(), nb.numpy(), SLICE, added.numpy(), out.numpy())
+    return out
 
 
-def linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """h W^T + b, the product by :func:`mm` (leading dimensions of h flattened and restored); on a
-    CPU the rounding to float32 and the bias add in one compiled pass (exact_kernels.round_add_into)."""
-    lead = h.shape[:-1]
-    flat = h.reshape(-1, h.shape[-1])
-    if _kernels["on"] and _f32(h) and _f32(weight) and h.device.type == "cpu" and (bias is None or bias.is_contiguous()):
+def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The exact product of a's quantized rows and b's quantized columns rounded once to float32,
+    plus bias (float32 add), by the engine that applies (the same bits from either)."""
+    k = a.shape[-1]
+    _check_k(k)
+    cpu = a.device.type == "cpu" and b.device.type == "cpu"
+    if cpu and k <= INT8_MAX_K and (bias is None or bias.device.type == "cpu") and engine() == "int8":
+        out = _product_int8(a, b, bias)
+        if out is not None:
+            return out
+    product = quantized64(a, -1) @ quantized64(b, -2)
+    if _kernels["on"] and cpu and (bias is None or bias.is_contiguous()):
         from . import exact_kernels
 
-        product = _product64(flat, weight.t())
         out = torch.empty(product.shape, dtype=torch.float32)
         added = torch.empty(0, dtype=torch.float32) if bias is None else bias.detach()
         exact_kernels.round_add_into(product.numpy(), added.numpy(), out.numpy())
+        return out
+    out = product.float()
+    return out if bias is None else out + bias
+
+
+def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b (m x k times k x n). Float32: a's rows and b's columns quantized to 13 significant
+    bits (:func:`quantize`), their exact product (see BITS above for the engines) rounded once to
+    float32, whatever order or device computes it."""
+    if not (_f32(a) and _f32(b)):
+        return a @ b
+    return _product(a, b)
+
+
+def linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """h W^T + b, the product by :func:`mm` (leading dimensions of h flattened and restored), the
+    bias added in float32 after the product's one rounding."""
+    lead = h.shape[:-1]
+    flat = h.reshape(-1, h.shape[-1])
+    if _f32(h) and _f32(weight):
+        out = _product(flat, weight.t(), bias)
     else:
-        out = mm(flat, weight.t())
+        out = flat @ weight.t()
         if bias is not None:
             out = out + bias
     return out.reshape(*lead, weight.shape[0])

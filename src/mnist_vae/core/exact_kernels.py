@@ -205,6 +205,87 @@ def quantize_cols(t, bits, out):
             out[i, j] = np.float64(np.rint(t[i, j] * up[j]) * down[j])
 
 
+@njit(cache=True, nogil=True)
+def _slice_pair(v, up, inv_base, base):
+    """(hi, lo) of q = round(v 2^n), as exact.py writes them: hi = round(q / 2^7), lo = q - 2^7 hi."""
+    q = np.rint(v * up)
+    hi = np.rint(q * inv_base)
+    return np.int8(hi), np.int8(q - hi * base)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def slices_rows(t, bits, slice_bits, out, n_out):
+    """exact._slices along rows of a C-contiguous float32 2-d array: out (int8, 2 rows x cols)
+    holds hi in its first half of rows and lo in its second, n_out (int32) each row's n. False
+    where a row's largest magnitude is NaN or infinite (no integer slices exist)."""
+    rows, width = t.shape
+    finite = np.ones(rows, np.bool_)
+    base, inv_base = F(2.0 ** slice_bits), F(2.0 ** -slice_bits)
+    for i in prange(rows):
+        amax = ZERO
+        for j in range(width):
+            a = abs(t[i, j])
+            if a > amax or a != a:
+                amax = a
+        if amax != amax or amax == np.inf:
+            finite[i] = False
+            continue
+        _, e = math.frexp(amax)
+        n = min(max(bits - e, -126), 126)
+        up = F(math.ldexp(1.0, n))
+        n_out[i] = n
+        for j in range(width):
+            out[i, j], out[rows + i, j] = _slice_pair(t[i, j], up, inv_base, base)
+    return finite.all()
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def slices_cols(t, bits, slice_bits, out, n_out):
+    """exact._slices along columns of a C-contiguous float32 2-d array: out (int8, rows x 2 cols)
+    holds hi in its first half of columns and lo in its second, n_out (int32) each column's n."""
+    rows, width = t.shape
+    base, inv_base = F(2.0 ** slice_bits), F(2.0 ** -slice_bits)
+    amax = np.zeros(width, np.float32)
+    for i in range(rows):
+        for j in range(width):
+            a = abs(t[i, j])
+            if a > amax[j] or a != a:
+                amax[j] = a
+    up = np.empty(width, np.float32)
+    for j in range(width):
+        if amax[j] != amax[j] or amax[j] == np.inf:
+            return False
+        _, e = math.frexp(amax[j])
+        n = min(max(bits - e, -126), 126)
+        up[j] = F(math.ldexp(1.0, n))
+        n_out[j] = n
+    for i in prange(rows):
+        for j in range(width):
+            out[i, j], out[i, width + j] = _slice_pair(t[i, j], up[j], inv_base, base)
+    return True
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def recombine_into(blocks, n_rows, n_cols, slice_bits, bias, out):
+    """out = float32(sum) + bias from the int32 blocks of the stacked slices' product
+    ([hi; lo] x [hi, lo]): sum = (2^14 hh + 2^7 (hl + lh) + ll) 2^-(n_row + n_col). In float64
+    every term and partial sum is an integer below 2^53 (exact.py's bounds) and the scale a power
+    of two (at least 2^-252, a normal float64), so each step is exact; one rounding, to float32."""
+    rows, width = out.shape
+    wide, half = np.float64(2.0 ** (2 * slice_bits)), np.float64(2.0 ** slice_bits)
+    col_scale = np.empty(width, np.float64)
+    for j in range(width):
+        col_scale[j] = math.ldexp(1.0, -n_cols[j])
+    with_bias = len(bias) > 0
+    for i in prange(rows):
+        row_scale = math.ldexp(1.0, -n_rows[i])
+        for j in range(width):
+            s = (np.float64(blocks[i, j]) * wide + (np.float64(blocks[i, width + j]) + np.float64(blocks[rows + i, j])) * half) \
+                + np.float64(blocks[rows + i, width + j])
+            c = np.float32(s * (row_scale * col_scale[j]))
+            out[i, j] = c + bias[j] if with_bias else c
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def round_add_into(c, bias, out):
     """out = float32(c) + bias (c a float64 product, bias per column, or empty for none): the

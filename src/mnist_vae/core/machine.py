@@ -27,7 +27,8 @@ def cpu_name() -> str:
 # The instruction-set extensions that choose kernels (x86: MKL, oneDNN and ATen by AVX2, AVX-512,
 # AMX; ARM: NEON, SVE), as /proc/cpuinfo or macOS's sysctl names them -> the record's names.
 ISA_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_bf16": "AVX-512-BF16", "amx_tile": "AMX",
-             "asimd": "NEON", "sve": "SVE", "sve2": "SVE2"}
+             "avx512_vnni": "AVX-512-VNNI", "avx_vnni": "AVX-VNNI", "asimd": "NEON", "asimddp": "DOTPROD", "sve": "SVE",
+             "sve2": "SVE2"}
 MACOS_FLAGS = {"hw.optional.avx2_0": "AVX2", "hw.optional.avx512f": "AVX-512", "hw.optional.neon": "NEON",
                "hw.optional.arm.FEAT_SVE": "SVE"}
 

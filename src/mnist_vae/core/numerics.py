@@ -115,8 +115,11 @@ def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
         if device.split(":")[0] == "mps":
             raise NumericsError("numerics: universal mode takes its products in float64, which Apple's MPS "
                                 "does not have; set train.device: cpu (or numerics.mode: fast) in params.yaml")
-        # exact on any device in principle (float64 products of integers), measured on CPUs only
+        # exact on any device in principle (integer products), measured on CPUs only
         record["bitwise_promise"] = device.split(":")[0] == "cpu"
+        from . import exact
+
+        record["products"] = exact.engine() if device.split(":")[0] == "cpu" else "float64"
     elif mode == "portable":
         reason = _no_promise(device)
         if reason:
