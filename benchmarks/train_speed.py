@@ -351,7 +351,7 @@ def universal_parts(repeats: int = 5, mode: str = "universal") -> dict:
 
         a8, na = exact._slices(a, True)
         b8, nb = exact._slices(b, False)
-        blocks, out, none = torch._int_mm(a8, b8), torch.empty(m, n), torch.empty(0)
+        blocks, result, none = torch._int_mm(a8, b8), torch.empty(m, n), torch.empty(0)
         qa, qb = exact.quantized64(a, -1), exact.quantized64(b, -2)
 
         def engine(name):
@@ -363,7 +363,7 @@ def universal_parts(repeats: int = 5, mode: str = "universal") -> dict:
             "int8 engine: slices": best(lambda: (exact._slices(a, True), exact._slices(b, False))),
             "int8 engine: int8 GEMM of the four slice products": best(lambda: torch._int_mm(a8, b8)),
             "int8 engine: recombination": best(lambda: exact_kernels.recombine_into(
-                blocks.numpy(), na.numpy(), nb.numpy(), exact.SLICE, none.numpy(), out.numpy())),
+                blocks.numpy(), na.numpy(), nb.numpy(), exact.SLICE, none.numpy(), result.numpy())),
             "float64 engine: quantization": best(lambda: (exact.quantized64(a, -1), exact.quantized64(b, -2))),
             "float64 engine: float64 product": best(lambda: qa @ qb),
             "exact product, float64 engine": engine("float64"),
@@ -415,13 +415,19 @@ def numerics_side_by_side(npz: Path, tmp: Path, epochs: int, device: str, seed: 
             print(f"{m}: seconds per epoch {[round(t, 3) for t in run['epoch_seconds']]}", flush=True)
     iwae = {m: isolated(iwae_side_by_side, M20, device, images, mode=m) for m in modes}
     parts = isolated(universal_parts, mode="universal")
+    # the floors: the same products in float32 alone (torch.mm, sgemm), whatever the mode
+    floor = {"epoch": isolated(training_floor, M20, device), "iwae": iwae["fast"]["mm_floor_seconds"]}
     repro = {} if skip_dvc else {m: time_dvc(tmp, mode=m)["full_repro_seconds"] for m in modes}
     result = {"epoch_seconds": {m: min(v) for m, v in epoch.items()}, "epoch_runs": epoch, "test_loss": loss,
               "iwae_seconds": {m: r["fused_seconds"] for m, r in iwae.items()}, "iwae_images": images,
-              "full_repro_seconds": repro, "universal_parts_ms": parts}
+              "full_repro_seconds": repro, "universal_parts_ms": parts, "floor_seconds": floor}
     rows = [("seconds per 20-d training epoch (best of 2 runs)", result["epoch_seconds"]),
             (f"seconds for the IWAE of the 20-d model, {images} images, K = {iwae['fast']['k']}",
              result["iwae_seconds"])]
+    rows += [("20-d training epoch / its float32 products alone (%.2f s)" % floor["epoch"],
+              {m: v / floor["epoch"] for m, v in result["epoch_seconds"].items()}),
+             ("IWAE / the decoder's float32 products alone (%.2f s)" % floor["iwae"],
+              {m: v / floor["iwae"] for m, v in result["iwae_seconds"].items()})]
     if repro:
         rows.append(("full dvc repro --force from clean (s)", repro))
     md = [f"Fast, portable and universal numerics (params.yaml `numerics.mode`), {epochs} epochs a training run, "

@@ -128,7 +128,10 @@ def test_linear_flattens_leading_dimensions_and_adds_the_bias():
     assert torch.equal(got.reshape(15, 400), exact.mm(h.reshape(15, 20), w.t()) + bias)
 
 
-def test_tree_sum_is_pairwise_in_a_fixed_order():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_tree_sum_is_pairwise_in_a_fixed_order(compiled):
+    """The documented order (a brute-force oracle in numpy float32), by the compiled twin and by
+    the torch ops: 1-d, and along the rows of a 2-d tensor (the bias gradients) with NaN and inf."""
     def pairwise(values):  # the documented order, in Python floats rounded to float32 at each add
         values = [np.float32(v) for v in values]
         while len(values) > 1:
@@ -139,12 +142,23 @@ def test_tree_sum_is_pairwise_in_a_fixed_order():
             values = nxt
         return values[0]
 
-    for width in (1, 2, 3, 7, 49, 128, 784, 1001):
-        x = torch.randn(width, generator=gen(width)) * 100
-        assert exact.tree_sum(x, 0).item() == pairwise(x.tolist())
-    x = torch.randn(5, 9, 3, generator=gen(7))
-    assert torch.allclose(exact.tree_sum(x, 1), x.sum(1), atol=1e-5)
-    assert exact.tree_sum(torch.zeros(0), 0).item() == 0.0
+    try:
+        exact.use_kernels(compiled)
+        for width in (1, 2, 3, 7, 49, 128, 784, 1001, 100352):
+            x = torch.randn(width, generator=gen(width)) * 100
+            assert exact.tree_sum(x, 0).item() == pairwise(x.tolist())
+        rows = torch.randn(129, 6, generator=gen(8)) * 1e3
+        rows[5, 1], rows[9, 2], rows[128, 3] = math.nan, math.inf, -math.inf
+        got = exact.tree_sum(rows, 0)
+        assert got.shape == (6,) and exact.tree_sum(rows, 0, keepdim=True).shape == (1, 6)
+        for j in range(6):
+            want = pairwise(rows[:, j].tolist())
+            assert (math.isnan(want) and got[j].isnan()) or got[j].item() == want
+        x = torch.randn(5, 9, 3, generator=gen(7))
+        assert torch.allclose(exact.tree_sum(x, 1), x.sum(1), atol=1e-5)
+        assert exact.tree_sum(torch.zeros(0), 0).item() == 0.0
+    finally:
+        exact.use_kernels(True)
 
 
 @pytest.mark.parametrize("low,high", [(-87.0, 88.0), (-1.0, 1.0), (-1e-6, 1e-6)])

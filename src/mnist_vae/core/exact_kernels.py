@@ -126,6 +126,33 @@ def softplus_row_sums(logits, group, out):
         out[i] = _tree(positive, width, False) + _tree(logs, groups, False)
 
 
+@njit(cache=True, nogil=True)
+def tree_sum_rows(x, out):
+    """out[j] = exact.tree_sum(x, 0)[j] of a C-contiguous float32 2-d array: the rows halved
+    pairwise (row k plus row k + half, an odd last row into row 0), as the torch ops order the
+    adds, on a copy; every column's adds are its own, so vectorizing across columns keeps them."""
+    buf = x.copy()
+    n, width = buf.shape
+    while n > 1:
+        half = n // 2
+        for k in range(half):
+            for j in range(width):
+                buf[k, j] = buf[k, j] + buf[k + half, j]
+        if n % 2:
+            for j in range(width):
+                buf[0, j] = buf[0, j] + buf[n - 1, j]
+        n = half
+    for j in range(width):
+        out[j] = buf[0, j]
+
+
+@njit(cache=True, nogil=True)
+def tree_sum_flat(x):
+    """exact.tree_sum(x, 0) of a 1-d float32 array (the same halving as tree_sum_rows, on a copy)."""
+    buf = x.copy()
+    return _tree(buf, len(buf), False)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def adam_(param, grad, m, v, beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, root_correction, eps):
     """In place, flat float32 arrays: step.LayerAdam's universal update (the same operations in the
