@@ -61,7 +61,7 @@ repro: setup ## set up, then run the whole DVC pipeline on the default params (d
 test: setup ## set up, then run the test suite (unit tests and the real pipeline on a fast profile)
 	$(BIN)/python -m pytest
 
-bench: setup ## the speed benchmark: training and evaluation against their baselines, fast, portable and universal numerics (reports/benchmark*)
+bench: setup ## the speed benchmark: training and evaluation against their baselines, fast and universal numerics (reports/benchmark*)
 	$(BIN)/python benchmarks/train_speed.py
 
 prune: setup ## after removing or renaming a model in params.yaml: remove its outputs and dvc.lock entries

@@ -157,8 +157,6 @@ def isolated(fn, *args, **kwargs):
     mode = kwargs.get("mode", "fast")
     p = params.load(REPO / "params.yaml").numerics
     saved = dict(os.environ)
-    for name in numerics.PORTABLE_ENV:
-        os.environ.pop(name, None)
     os.environ.update(numerics.environment(mode, p.threads))
     try:
         ctx = multiprocessing.get_context("spawn")
@@ -347,11 +345,11 @@ def universal_parts(repeats: int = 5, mode: str = "universal") -> dict:
     out = {}
     for name, (m, k, n) in {"IWAE pass": (2000, 400, 784), "training batch": (128, 784, 400)}.items():
         a, b = torch.rand(m, k, generator=g), torch.randn(k, n, generator=g) * 0.05
-        from mnist_vae.core import exact_kernels
+        from mnist_vae.core import exact_kernels, torch_private
 
         a8, na = exact._slices(a, True)
         b8, nb = exact._slices(b, False)
-        blocks, result, none = torch._int_mm(a8, b8), torch.empty(m, n), torch.empty(0)
+        blocks, result, none = torch_private.int_mm(a8, b8), torch.empty(m, n), torch.empty(0)
         qa, qb = exact.quantized64(a, -1), exact.quantized64(b, -2)
 
         def engine(name):
@@ -361,7 +359,7 @@ def universal_parts(repeats: int = 5, mode: str = "universal") -> dict:
         out[f"{name} product"] = {
             "sgemm": best(lambda: a @ b),
             "int8 engine: slices": best(lambda: (exact._slices(a, True), exact._slices(b, False))),
-            "int8 engine: int8 GEMM of the four slice products": best(lambda: torch._int_mm(a8, b8)),
+            "int8 engine: int8 GEMM of the four slice products": best(lambda: torch_private.int_mm(a8, b8)),
             "int8 engine: recombination": best(lambda: exact_kernels.recombine_into(
                 blocks.numpy(), na.numpy(), nb.numpy(), exact.SLICE, none.numpy(), result.numpy())),
             "float64 engine: quantization": best(lambda: (exact.quantized64(a, -1), exact.quantized64(b, -2))),
@@ -400,11 +398,11 @@ def universal_parts(repeats: int = 5, mode: str = "universal") -> dict:
 
 def numerics_side_by_side(npz: Path, tmp: Path, epochs: int, device: str, seed: int, images: int,
                           skip_dvc: bool) -> tuple[dict, str]:
-    """Fast, portable and universal numerics (mnist_vae.core.numerics), each measure in every mode,
+    """Fast and universal numerics (mnist_vae.core.numerics), each measure in both modes,
     the modes alternating: seconds per 20-d training epoch (best of two runs each), one IWAE pass
     over `images` images (the evaluate stage's code), and the full `dvc repro --force` from clean;
     then what universal mode's parts cost (:func:`universal_parts`)."""
-    modes = ("fast", "portable", "universal")
+    modes = ("fast", "universal")
     epoch = {m: [] for m in modes}
     loss = {}
     for _ in range(2):
@@ -430,17 +428,14 @@ def numerics_side_by_side(npz: Path, tmp: Path, epochs: int, device: str, seed: 
               {m: v / floor["iwae"] for m, v in result["iwae_seconds"].items()})]
     if repro:
         rows.append(("full dvc repro --force from clean (s)", repro))
-    md = [f"Fast, portable and universal numerics (params.yaml `numerics.mode`), {epochs} epochs a training run, "
-          f"on {machine_line()}: fast takes each CPU's own kernels; portable pins MKL's CBWR branch, ATen's "
-          "capability, oneDNN's ISA and the thread count and takes every product through oneDNN; universal "
-          "computes every result IEEE 754 fixes (exact integer products of 13-bit factors by int8 GEMMs, fixed-order sums, "
-          "its own exp and log).", "",
-          "| measure | fast | portable | universal | portable / fast | universal / portable |",
-          "|---|---:|---:|---:|---:|---:|"]
-    md += [f"| {name} | {v['fast']:.2f} | {v['portable']:.2f} | {v['universal']:.2f} | "
-           f"{v['portable'] / v['fast']:.2f}x | **{v['universal'] / v['portable']:.2f}x** |" for name, v in rows]
-    md += ["", f"Test loss after {epochs} epochs: fast {loss['fast']:.4f}, portable {loss['portable']:.4f}, "
-           f"universal {loss['universal']:.4f} (another rounding: another trajectory, within the seed spread).", "",
+    md = [f"Fast and universal numerics (params.yaml `numerics.mode`), {epochs} epochs a training run, "
+          f"on {machine_line()}: fast takes each CPU's own kernels; universal computes every result IEEE 754 "
+          "fixes (exact integer products of 13-bit factors by int8 GEMMs, fixed-order sums, its own exp and log).", "",
+          "| measure | fast | universal | universal / fast |", "|---|---:|---:|---:|"]
+    md += [f"| {name} | {v['fast']:.2f} | {v['universal']:.2f} | **{v['universal'] / v['fast']:.2f}x** |"
+           for name, v in rows]
+    md += ["", f"Test loss after {epochs} epochs: fast {loss['fast']:.4f}, universal {loss['universal']:.4f} "
+           "(another rounding: another trajectory, within the seed spread).", "",
            "What universal mode's parts cost, milliseconds (best of 5):", "", "| part | variant | ms |", "|---|---|---:|"]
     md += [f"| {part} | {variant} | {ms:.2f} |" for part, variants in parts.items() for variant, ms in variants.items()]
     return result, "\n".join(md)

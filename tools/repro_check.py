@@ -8,8 +8,8 @@
 4. every output in the workspace has the bytes dvc.lock records (hashed here: DVC trusts its
    cache, so a damaged cache object checked out would pass `dvc status`), and
 5. the metrics agree with the committed ones (`dvc metrics diff --all --json HEAD`):
-   - exactly, when both runs used universal numerics (any CPU) or both portable numerics on an
-     x86-64 CPU (every run's machine record says so): every metric equal (within a few ulps through text) and every output's md5 in
+   - exactly, when both runs used universal numerics on a CPU, any CPU (every run's machine record
+     says so): every metric equal (within a few ulps through text) and every output's md5 in
      dvc.lock the same, timings and the raw downloads aside;
    - else within the tolerances in tolerances.yaml, derived from the spread study (make spread,
      make tolerances), with each drift in units of the measured spread.
@@ -100,8 +100,7 @@ def main() -> None:
                     help="compare even where params.yaml, dvc.yaml, src/ or stages/ differ from --rev, or (with "
                          "--compare-only) stages are stale")
     ap.add_argument("--statistical", action="store_true", help="the tolerances of tolerances.yaml even where the "
-                                                               "runs are exact (universal numerics, or portable on "
-                                                               "x86-64)")
+                                                               "runs are exact (universal numerics on a CPU)")
     ap.add_argument("--other-settings", action="store_true",
                     help="statistical mode: compare even where epochs, model sizes or the IWAE's K and images differ "
                          "from the spread study's behind the tolerances")
@@ -161,7 +160,7 @@ def main() -> None:
         if other:
             print(f"note: judged by tolerances measured at other settings (--other-settings): {'; '.join(other)}")
         print("statistical mode: the tolerances of tolerances.yaml (the runs do not both promise bits: universal "
-              "numerics on a CPU, or portable on x86-64)")
+              "numerics on a CPU)")
         rows = gate.compare(diff, rules)
     if not args.compare_only:  # the files themselves, in either mode (--compare-only checked them first)
         rows += gate.verify_workspace(Path("dvc.lock").read_text())

@@ -1,5 +1,6 @@
-"""Portable and fast numerics (mnist_vae.core.numerics): the pins, the oneDNN products against F.linear,
-the one-line refusals, and the probe on emulated Intel and AMD CPUs (tools/probe_numerics.py)."""
+"""Universal and fast numerics (mnist_vae.core.numerics): the thread settings, which product each
+mode takes, the one-line refusals, and what a fresh process records (the probe on emulated CPUs is
+tools/probe_numerics.py)."""
 
 import json
 import platform
@@ -17,81 +18,53 @@ from mnist_vae.study.workspace import tool_env
 
 
 @pytest.fixture
-def portable_state():
-    """Portable mode for this process's products (the env pins are the stages' business; in this
-    process torch is imported already, so only the product path is switched)."""
+def universal_state():
+    """Universal mode for this process's ops (torch is imported already; only the path is switched)."""
     saved = dict(numerics._state)
-    numerics._state.update(mode="portable")
+    numerics._state.update(mode="universal")
     yield
     numerics._state.clear()
     numerics._state.update(saved)
 
 
-def test_portable_environment_pins_mkl_aten_onednn_and_threads():
-    env = numerics.environment("portable", 2)
-    assert env == {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                   "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+def test_the_environment_holds_the_thread_count_and_pins_no_library():
+    assert numerics.environment("universal", 2) == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     assert numerics.environment("fast", None) == {}
     with pytest.raises(ValueError, match="must be one of"):
-        numerics.environment("exact", 2)
+        numerics.environment("portable", 2)
 
 
-@pytest.mark.parametrize("shape", [(128, 784, 400), (128, 20, 400), (7, 400, 784), (3, 5, 20, 400)])
-def test_portable_products_equal_f_linear_within_float_rounding(portable_state, shape):
-    """The oneDNN product (portable mode) is h W^T + b like F.linear: an error of a few float32
-    roundings of the largest partial sum, nothing more."""
-    *lead, k, m = shape
-    g = torch.Generator().manual_seed(0)
-    h, w, b = torch.randn(*lead, k, generator=g), torch.randn(m, k, generator=g), torch.randn(m, generator=g)
-    got = numerics.linear(h, w, b)
-    want = F.linear(h.double(), w.double(), b.double())
-    scale = (h.abs().double() @ w.abs().double().t()).max().item()
-    assert got.shape == want.shape and got.dtype == torch.float32
-    assert (got.double() - want).abs().max().item() <= 8 * k ** 0.5 * 2 ** -24 * scale
-    out = torch.empty(*got.shape)
-    assert torch.equal(numerics.linear_into(out.view(-1, m), h.reshape(-1, k), w, b), got.reshape(-1, m))
-
-
-def test_portable_products_are_not_mkl_products(portable_state):
-    """Portable mode really takes the other path (else the probe's agreement would prove nothing
-    about it): on these shapes MKL and oneDNN round differently somewhere."""
-    g = torch.Generator().manual_seed(1)
-    h, w = torch.randn(256, 784, generator=g), torch.randn(400, 784, generator=g)
-    assert not torch.equal(numerics.linear(h, w), F.linear(h, w))
-
-
-def test_autograd_and_float64_keep_f_linear(portable_state):
+def test_autograd_and_float64_keep_f_linear(universal_state):
     w = torch.randn(4, 3, requires_grad=True)
     h = torch.randn(2, 3)
     y = numerics.linear(h, w)
-    y.sum().backward()  # through F.linear: oneDNN's product has no backward
+    y.sum().backward()  # through F.linear: the exact product has no backward
     assert torch.equal(w.grad, h.sum(0).expand(4, 3))
     h64, w64 = h.double(), w.detach().double()
     assert torch.equal(numerics.linear(h64, w64), F.linear(h64, w64))
 
 
-def test_portable_mode_needs_a_thread_count():
-    with pytest.raises(ParamsError, match="numerics.threads.*fixed thread count"):
-        params_with({"numerics.threads": None, "numerics.mode": "portable"})
+def test_fast_products_are_torch_own(monkeypatch):
+    """Fast mode takes torch's products as they are: F.linear, and addmm / mm into the buffers."""
+    monkeypatch.setitem(numerics._state, "mode", "fast")
+    g = torch.Generator().manual_seed(1)
+    h, w, b = torch.randn(128, 784, generator=g), torch.randn(400, 784, generator=g), torch.randn(400, generator=g)
+    assert torch.equal(numerics.linear(h, w, b), F.linear(h, w, b))
+    out = torch.empty(128, 400)
+    assert torch.equal(numerics.linear_into(out, h, w, b), torch.addmm(b, h, w.t()))
+    assert torch.equal(numerics.linear_into(out, h, w), torch.mm(h, w.t()))
+
+
+def test_an_unknown_mode_is_refused_and_fast_mode_needs_no_thread_count():
     with pytest.raises(ParamsError, match="numerics.mode"):
         params_with({"numerics.mode": "exact"})
     assert params_with({"numerics.mode": "fast", "numerics.threads": None}).numerics.threads is None
 
 
-def test_entering_portable_mode_after_torch_was_imported_refuses_in_one_line(monkeypatch):
-    for name in numerics.PORTABLE_ENV:
-        monkeypatch.delenv(name, raising=False)
-    cfg = params_with({"numerics.mode": "portable"}).numerics
-    with pytest.raises(numerics.NumericsError) as err:
-        numerics.enter(cfg)
-    message = str(err.value)
-    assert "\n" not in message and "torch was imported before" in message and "MKL_CBWR" in message
-
-
 def _stage_probe(code: str, **env: str) -> dict:
     """Run `code` in a fresh interpreter (torch not imported yet) from the repository root."""
     run_env = tool_env(PYTHONPATH=str(REPO / "src"))
-    for name in (*numerics.PORTABLE_ENV, *numerics.THREAD_ENV):
+    for name in numerics.THREAD_ENV:
         run_env.pop(name, None)
     run_env.update(env)
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=run_env, capture_output=True, text=True,
@@ -101,57 +74,31 @@ def _stage_probe(code: str, **env: str) -> dict:
 
 
 ENTER = """
-import json, os
+import json
 from mnist_vae.core import numerics
 from mnist_vae.io import params
 p = params.load()
 cfg = p.numerics.model_copy(update={{"mode": "{mode}", "threads": {threads}}})
 record = numerics.enter(cfg)
 import torch
-record["env"] = {{k: os.environ.get(k) for k in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}}
 record["torch_threads"] = torch.get_num_threads()
 print(json.dumps(record))
 """
 
 
-@pytest.mark.skipif(not numerics.is_x86_64(), reason="portable mode's promise is for x86-64 CPUs")
-def test_a_fresh_process_enters_portable_mode_with_nothing_set_by_hand():
-    record = _stage_probe(ENTER.format(mode="portable", threads=1))
-    assert record == {"numerics": "portable", "threads": 1, "kernel_threads": 1, "cpu_capability": "AVX2",
-                      "bitwise_promise": True,
-                      "isa": "x86_64", "env": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
-                      "torch_threads": 1}
-
-
-def test_fast_mode_drops_inherited_pins():
-    """A fast stage started from a portable parent (a test, a script) must not run pinned."""
-    record = _stage_probe(ENTER.format(mode="fast", threads=None), MKL_CBWR="COMPATIBLE",
-                          ATEN_CPU_CAPABILITY="default")
-    assert record["numerics"] == "fast" and record["env"] == {"MKL_CBWR": None, "ATEN_CPU_CAPABILITY": None,
-                                                               "ONEDNN_MAX_CPU_ISA": None}
-    assert record["cpu_capability"] != "DEFAULT"
-
-
-@pytest.mark.skipif(not numerics.is_x86_64(), reason="portable mode's promise is for x86-64 CPUs")
-def test_a_cpu_torch_cannot_run_at_avx2_is_refused_in_one_line(monkeypatch):
-    """A CPU without AVX2 (torch falls back to its DEFAULT kernels): portable mode cannot hold."""
-    for name, value in numerics.environment("portable", torch.get_num_threads()).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
-    cfg = params_with({"numerics.threads": torch.get_num_threads(), "numerics.mode": "portable"}).numerics
-    with pytest.raises(numerics.NumericsError) as err:
-        numerics.enter(cfg)
-    assert "\n" not in str(err.value) and "numerics.mode: fast" in str(err.value) and "DEFAULT" in str(err.value)
-
-
-def test_a_fresh_process_enters_universal_mode_unpinned_with_the_promise_on_any_cpu():
-    """Universal mode pins no library (its bits do not depend on the kernels) and drops pins a
-    portable parent left; it promises bits on a CPU, whatever the ISA and the thread count."""
-    record = _stage_probe(ENTER.format(mode="universal", threads=1), MKL_CBWR="COMPATIBLE",
-                          ATEN_CPU_CAPABILITY="avx2")
+def test_a_fresh_process_enters_universal_mode_with_the_promise_on_any_cpu():
+    """Universal mode pins no library (its bits do not depend on the kernels); it promises bits on
+    a CPU, whatever the ISA and the thread count, and records which engine takes its products."""
+    record = _stage_probe(ENTER.format(mode="universal", threads=1))
     assert record["numerics"] == "universal" and record["bitwise_promise"] is True and record["threads"] == 1
-    assert record["env"] == {"MKL_CBWR": None, "ATEN_CPU_CAPABILITY": None, "ONEDNN_MAX_CPU_ISA": None}
-    assert record["isa"] == platform.machine()
+    assert record["torch_threads"] == 1 and record["kernel_threads"] == 1
+    assert record["isa"] == platform.machine() and record["products"] in ("int8", "float64")
+
+
+def test_a_fresh_process_enters_fast_mode_without_a_promise():
+    record = _stage_probe(ENTER.format(mode="fast", threads=None))
+    assert record["numerics"] == "fast" and record.get("bitwise_promise") is not True
+    assert record["kernel_threads"] is None and record["threads"] == record["torch_threads"]
 
 
 KERNEL_THREADS = """

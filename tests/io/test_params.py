@@ -66,6 +66,14 @@ def test_unknown_and_missing_keys(raw):
         params.validate(bad)
 
 
+def test_the_retired_portable_mode_stops_in_one_line_naming_the_key(raw):
+    raw["numerics"]["mode"] = "portable"
+    with pytest.raises(ParamsError) as err:
+        params.validate(raw)
+    assert str(err.value) == ("params: 'numerics.mode' portable was retired (universal mode is exact on every CPU at "
+                              "portable's speed); use universal, or fast")
+
+
 def test_cuda_device_names_are_accepted(raw):
     raw["train"]["device"] = "cuda:1"
     assert params.validate(raw).train.device == "cuda:1"

@@ -152,7 +152,7 @@ def test_report_rules_show_the_metric_and_fail_only_beyond_sanity():
     assert [r.problem for r in gate.failures(rows)] == ["vanished (not in the new run)"]
 
 
-# --- exact mode (universal numerics on any CPU, portable on x86-64) ------------------------------
+# --- exact mode (universal numerics on any CPU) -------------------------------------------------
 
 def _committed_flat() -> dict:
 
@@ -176,7 +176,8 @@ def _committed_machines() -> dict:
             for d in sorted((REPO / layout.MODELS_REPORTS).iterdir())}
 
 
-PORTABLE = {"numerics": "portable", "bitwise_promise": True, "threads": 2, "cpu_capability": "AVX2"}
+# a record of the retired portable mode (pinned x86-64 kernels): old runs keep it, and promise nothing now
+RETIRED = {"numerics": "portable", "bitwise_promise": True, "threads": 2, "cpu_capability": "AVX2"}
 UNIVERSAL = {"numerics": "universal", "bitwise_promise": True, "threads": 2, "cpu_capability": "AVX2",
              "isa": "x86_64"}
 UNIVERSAL_ARM = {**UNIVERSAL, "cpu_capability": "SVE256", "isa": "aarch64", "threads": 4}
@@ -192,14 +193,14 @@ def test_the_committed_run_is_universal_so_a_rerun_on_any_cpu_is_held_exactly():
 
 
 @pytest.mark.parametrize("new, committed, exact", [
-    ({"a": PORTABLE}, {"a": PORTABLE}, True),
+    ({"a": UNIVERSAL}, {"a": UNIVERSAL}, True),
     ({"a": UNIVERSAL_ARM}, {"a": UNIVERSAL}, True),  # an aarch64 rerun of an x86-64 run
-    ({"a": UNIVERSAL}, {"a": PORTABLE}, False),  # another mode: other bits
-    ({"a": PORTABLE}, {"a": {**PORTABLE, "numerics": "fast", "bitwise_promise": False}}, False),
-    ({"a": {**PORTABLE, "bitwise_promise": False}}, {"a": PORTABLE}, False),  # aarch64, CUDA
+    ({"a": UNIVERSAL}, {"a": RETIRED}, False),  # another mode: other bits
+    ({"a": RETIRED}, {"a": RETIRED}, False),  # the retired mode's promise is not kept for it
+    ({"a": UNIVERSAL}, {"a": {**UNIVERSAL, "numerics": "fast", "bitwise_promise": False}}, False),
     ({"a": {**UNIVERSAL, "bitwise_promise": False}}, {"a": UNIVERSAL}, False),  # CUDA
-    ({"a": PORTABLE}, {"a": None}, False),  # a commit without a machine record
-    ({"a": PORTABLE}, {"a": PORTABLE, "b": PORTABLE}, False),  # another set of models
+    ({"a": UNIVERSAL}, {"a": None}, False),  # a commit without a machine record
+    ({"a": UNIVERSAL}, {"a": UNIVERSAL, "b": UNIVERSAL}, False),  # another set of models
     ({}, {}, False),
 ])
 def test_exact_mode_needs_every_run_in_one_bit_promising_mode(new, committed, exact):
@@ -480,18 +481,16 @@ def test_a_repeated_match_is_refused_naming_both_rules(tmp_path):
 @pytest.mark.parametrize("new, committed, reason", [
     ({"a": {**UNIVERSAL, "threads": 1}}, {"a": UNIVERSAL}, ""),  # universal bits do not depend on threads
     ({"a": UNIVERSAL_ARM}, {"a": UNIVERSAL}, ""),
-    ({"a": {**PORTABLE, "threads": 1}}, {"a": PORTABLE}, "a: threads 1 in the rerun against 2 in the committed run"),
-    ({"a": {**PORTABLE, "torch": "2.15.0"}}, {"a": {**PORTABLE, "torch": "2.14.1"}},
+    ({"a": {**UNIVERSAL, "ops": {"adam": "public"}}}, {"a": {**UNIVERSAL, "ops": {"adam": "fused"}}}, ""),  # nor ops
+    ({"a": {**UNIVERSAL, "torch": "2.15.0"}}, {"a": {**UNIVERSAL, "torch": "2.14.1"}},
      "a: torch 2.15.0 in the rerun against 2.14.1 in the committed run"),
-    ({"a": {**PORTABLE, "ops": {"adam": "public"}}}, {"a": {**PORTABLE, "ops": {"adam": "fused"}}},
-     "a: ops adam public in the rerun against adam fused in the committed run"),
     ({"a": {**UNIVERSAL, "numerics": "fast", "bitwise_promise": False}}, {"a": UNIVERSAL},
      "a: numerics fast in the rerun against universal in the committed run"),
     ({"a": {**UNIVERSAL, "bitwise_promise": False}}, {"a": UNIVERSAL},
      "a: bitwise_promise False in the rerun against True in the committed run"),
     ({"a": None}, {"a": UNIVERSAL}, "a: the rerun has no machine record (reports/models/a/timings-train.json)"),
-    ({"a": {**PORTABLE, "isa": "aarch64", "bitwise_promise": False}}, {"a": PORTABLE}, ""),  # tolerances' case
-    ({"a": PORTABLE}, {"a": {**PORTABLE, "numerics": "fast", "bitwise_promise": False}}, ""),  # nothing promised
+    ({"a": {**RETIRED, "threads": 1}}, {"a": RETIRED}, ""),  # the retired mode: the tolerances' case
+    ({"a": UNIVERSAL}, {"a": {**UNIVERSAL, "numerics": "fast", "bitwise_promise": False}}, ""),  # nothing promised
 ])
 def test_a_broken_promise_is_named_in_one_line(new, committed, reason):
     assert gate.broken_promise(new, committed) == reason

@@ -31,6 +31,8 @@ import os
 
 import torch
 
+from . import torch_private  # torch._int_mm, the one private op here (it imports nothing of ours)
+
 # ln 2 in two parts: the high part has 8 trailing zero bits, so n * LN2_HI is exact for |n| < 256
 LN2_HI = 0.693145751953125
 LN2_LO = 1.4286068203094172e-06
@@ -160,8 +162,9 @@ def use_engine(name: str) -> None:
 
 def engine() -> str:
     """The engine the CPU's products take here: 'int8' where it is asked for, compiled kernels are
-    on and torch._int_mm passed its check, else 'float64'."""
-    if _engine["name"] == "int8" and _kernels["on"] and _int8_checked():
+    on, the private ops are not forced off (torch_private.force_public) and torch._int_mm passed its
+    check, else 'float64'."""
+    if _engine["name"] == "int8" and _kernels["on"] and not torch_private.forced_public() and _int8_checked():
         return "int8"
     return "float64"
 
@@ -183,7 +186,7 @@ def _int8_checked() -> bool:
                              torch.randint(-64, 65, (k,), generator=g)]).to(torch.int8)
             b = torch.stack([torch.full((k,), 64), signs * -64, torch.full((k,), -64), odd,
                              torch.randint(-64, 65, (k,), generator=g)]).to(torch.int8).t()
-            ok = torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long())
+            ok = torch.equal(torch_private.int_mm(a, b).long(), a.long() @ b.long())
             reason = "its result differs from integer arithmetic"
         except (RuntimeError, AttributeError) as exc:  # no _int_mm in this torch, or not on this CPU
             ok, reason = False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -262,7 +265,7 @@ def _product_int8(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -
     b8, nb = _slices(b, False)
     if b8 is None:
         return None
-    blocks = torch._int_mm(a8, b8)
+    blocks = torch_private.int_mm(a8, b8)
     out = torch.empty((a.shape[0], b.shape[1]), dtype=torch.float32)
     added = torch.empty(0, dtype=torch.float32) if bias is None else bias.detach().contiguous()
     exact_kernels.recombine_into(blocks.numpy(), na.numpy(), nb.numpy(), SLICE, added.numpy(), out.numpy())

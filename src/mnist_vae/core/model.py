@@ -16,8 +16,9 @@ IMAGE_PIXELS = 784
 
 
 class Linear(nn.Linear):
-    """nn.Linear whose product is :func:`mnist_vae.core.numerics.linear`: oneDNN's in portable mode
-    (the same bits on every x86-64 CPU), F.linear's otherwise. Same parameters and init."""
+    """nn.Linear whose product is :func:`mnist_vae.core.numerics.linear`: universal mode's exact
+    product (the same bits on every CPU) where no autograd needs it, F.linear's otherwise. Same
+    parameters and init."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return numerics.linear(x, self.weight, self.bias)

@@ -1,30 +1,18 @@
 """How torch computes: `universal` (the same bits on every CPU, x86-64 or ARM, built from
-arithmetic whose result IEEE 754 fixes: mnist_vae.core.exact), `portable` (the same bits on every
-x86-64 CPU with AVX2, Intel or AMD, from pinned library kernels) or `fast` (each CPU's own
-fastest kernels).
-
-Universal mode needs no pin: every product, sum and function goes through mnist_vae.core.exact,
-whose float32 results do not depend on which kernel a library picks. The rest of this docstring
-is about portable mode.
+arithmetic whose result IEEE 754 fixes: mnist_vae.core.exact) or `fast` (each CPU's own fastest
+kernels, no promise beyond the same machine and thread count).
 
 Why bits differ between CPUs at all: the libraries under torch pick code paths per CPU. MKL picks
 its sgemm and vector-math (exp, log) branch by vendor and ISA, ATen its kernels (sigmoid, sums,
-Adam, random normals) by CPU capability, oneDNN its products by ISA. After thousands of Adam steps
-another rounding is another trajectory. Portable mode removes every such choice:
+Adam, random normals) by CPU capability, oneDNN its products by ISA, and reductions split their
+sums by thread. After thousands of Adam steps another rounding is another trajectory. Universal
+mode needs no pin against any of it: every product, sum and function goes through
+mnist_vae.core.exact, whose float32 results do not depend on which kernel a library picks (its
+products are exact integer sums, int8 GEMMs where torch._int_mm passes a check, else float64).
+tools/probe_numerics.py shows the promise on emulated Intel, AMD and ARM CPUs (qemu-user).
 
-- ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2: the same kernels on any CPU with AVX2;
-- MKL_CBWR=COMPATIBLE: MKL's vendor-neutral branch (what is left of MKL: exp, log, dot);
-- every matrix product through oneDNN (:func:`linear`), because MKL's sgemm under COMPATIBLE
-  takes a slow SSE2 branch (`make bench` measures it);
-- a fixed thread count (reductions split their sums by thread).
-
-These are read when torch first uses each library, so :func:`enter` sets them before a stage
-imports torch; it then checks what it can see and refuses in one line when a pin did not take.
-tools/probe_numerics.py shows the promise on emulated Intel and AMD CPUs (qemu-user).
-
-The oneDNN product is a private torch op (``torch.ops.mkldnn._linear_pointwise``, what
-torch.compile emits for a CPU Linear), called through mnist_vae.core.torch_private with its public
-fallback, F.linear, which would take MKL's sgemm.
+A third mode, portable (pinned x86-64 library kernels), was retired when universal mode's int8
+products made it as fast; params that still name it stop with one line (mnist_vae.io.params).
 """
 
 from __future__ import annotations
@@ -39,20 +27,16 @@ from ..io.errors import MnistVaeError
 
 log = logging.getLogger(__name__)
 
-MODES = ("universal", "portable", "fast")
+MODES = ("universal", "fast")
 
-PORTABLE_ENV = {
-    "MKL_CBWR": "COMPATIBLE",
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-}
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 _state: dict[str, Any] = {"mode": "fast", "record": None}
 
 
 class NumericsError(MnistVaeError, RuntimeError):
-    """Portable numerics could not be set up here; the message says what to do."""
+    """The numerics could not be set up here (a thread count torch did not take, universal mode
+    on MPS); the message says what to do."""
 
 
 def is_x86_64() -> bool:
@@ -60,10 +44,11 @@ def is_x86_64() -> bool:
 
 
 def environment(mode: str, threads: int | None) -> dict[str, str]:
-    """The environment variables a mode needs set before torch is imported."""
+    """The environment variables a mode needs set before torch is imported: the thread count, read
+    by the OpenMP and MKL runtimes when they start (neither mode pins a library's kernels)."""
     if mode not in MODES:
         raise ValueError(f"numerics mode must be one of {MODES}, got {mode!r}")
-    env = dict(PORTABLE_ENV) if mode == "portable" else {}
+    env = {}
     if threads is not None:
         env.update({name: str(threads) for name in THREAD_ENV})
     return env
@@ -72,22 +57,13 @@ def environment(mode: str, threads: int | None) -> dict[str, str]:
 def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
     """Set up the `numerics` params (mode, threads) for this process and check that they took.
 
-    Call it before the process imports torch: the pins are environment variables that torch's
-    libraries read once. Returns the record kept beside a run's timings. Raises NumericsError
-    (one line) when portable mode cannot hold: torch imported already with other settings, a
-    CPU without AVX2, or a thread count torch did not take.
+    Call it before the process imports torch: the thread counts are environment variables that
+    the OpenMP and MKL runtimes read once (torch's own count is set and checked below either way).
+    Returns the record kept beside a run's timings. Raises NumericsError (one line) for a thread
+    count torch did not take, or universal mode on Apple's MPS.
     """
     mode, threads = cfg.mode, cfg.threads
-    wanted = environment(mode, threads)
-    if "torch" in sys.modules:  # the thread count can still be set (and is checked below); the pins cannot
-        clash = {k: v for k, v in wanted.items() if k in PORTABLE_ENV and os.environ.get(k) != v}
-        if clash:
-            raise NumericsError(f"numerics: torch was imported before the {mode} settings were made "
-                                f"({', '.join(clash)}); call numerics.enter() first")
-    elif mode != "portable":  # nor inherit a portable parent's pins (a stage started by a test): no cap needed
-        for name in PORTABLE_ENV:
-            os.environ.pop(name, None)
-    os.environ.update(wanted)
+    os.environ.update(environment(mode, threads))
     import torch
 
     if threads is not None:
@@ -120,19 +96,6 @@ def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
         from . import exact
 
         record["products"] = exact.engine() if device.split(":")[0] == "cpu" else "float64"
-    elif mode == "portable":
-        reason = _no_promise(device)
-        if reason:
-            log.warning("numerics: portable mode promises the same bytes only on x86-64 CPUs with AVX2; %s, so "
-                        "another machine may give other bits (the gate's statistical tolerances apply)", reason)
-            record["bitwise_promise"] = False
-        else:
-            if record["cpu_capability"] != "AVX2":
-                raise NumericsError(
-                    f"numerics: portable mode needs ATen's AVX2 kernels but torch runs "
-                    f"{record['cpu_capability']} here (a CPU without AVX2, or ATEN_CPU_CAPABILITY set elsewhere); "
-                    f"set numerics.mode: fast in params.yaml")
-            record["bitwise_promise"] = True
     _state.update(mode=mode, record=record)
     return record
 
@@ -148,18 +111,6 @@ def record() -> dict[str, Any]:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "bitwise_promise": False}
 
 
-def _no_promise(device: str) -> str:
-    from .torch_private import forced_public
-
-    if not is_x86_64():
-        return f"this is {platform.machine()}"
-    if device.split(":")[0] != "cpu":
-        return f"the device is {device}"
-    if forced_public():
-        return "MNIST_VAE_PUBLIC_OPS forces the public fallbacks of the private ops"
-    return ""
-
-
 def drop_promise(reason: str) -> None:
     """This run will not keep the mode's bitwise promise: say why in one line, and record it."""
     if _state["record"] is not None and _state["record"].get("bitwise_promise"):
@@ -169,17 +120,13 @@ def drop_promise(reason: str) -> None:
         _state["record"]["bitwise_promise"] = False
 
 
-def portable() -> bool:
-    return _state["mode"] == "portable"
-
-
 def universal() -> bool:
     return _state["mode"] == "universal"
 
 
 def device_for(name: str) -> str:
     """What `train.device: auto` means under this mode: universal mode runs on the CPU (its bytes
-    are shown on CPUs; Apple's MPS has no float64), the others on a GPU where there is one."""
+    are shown on CPUs; Apple's MPS has no float64), fast mode on a GPU where there is one."""
     return "cpu" if name == "auto" and universal() else name
 
 
@@ -199,7 +146,7 @@ def randperm(n: int, generator, device):
 
 
 # The ops that differ between modes: universal mode's come from mnist_vae.core.exact (float32;
-# other dtypes and tensors that need autograd take torch's own), the others are torch's.
+# other dtypes and tensors that need autograd take torch's own), fast mode's are torch's.
 
 def _exact(*tensors) -> bool:
     import torch
@@ -257,7 +204,7 @@ def logaddexp(a, b):
 
 
 def log_of(k: int) -> float:
-    """ln k as a Python float: libm's log in portable and fast mode, :func:`exact.log64` in universal."""
+    """ln k as a Python float: libm's log in fast mode, :func:`exact.log64` in universal."""
     import math
 
     from . import exact
@@ -291,44 +238,27 @@ def normal_quantiles(p) -> "np.ndarray":
 
 
 def linear(h, weight, bias=None):
-    """h W^T + b. In universal mode (float32, no autograd) an exact product (exact.linear); in
-    portable mode on a CPU through oneDNN, whose products are the same on every CPU at a fixed
-    ISA; elsewhere F.linear. Equal within float rounding."""
+    """h W^T + b. In universal mode (float32, no autograd) an exact product (exact.linear);
+    elsewhere F.linear. Equal within float rounding."""
     import torch.nn.functional as F
 
     if _exact(h, weight):
         from . import exact
 
         return exact.linear(h, weight, bias)
-    if _through_onednn(h, weight):
-        from .torch_private import onednn_linear
-
-        return onednn_linear(h, weight, bias)
     return F.linear(h, weight, bias)
 
 
-def _through_onednn(h, weight) -> bool:
-    import torch
-
-    from .torch_private import has_onednn
-
-    return _state["mode"] == "portable" and has_onednn(h) and h.dtype == torch.float32 and \
-        not (torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad))
-
-
 def linear_into(out, h, weight, bias=None):
-    """out = h W^T (+ b), the training step's products into its preallocated buffers. Fast mode:
-    torch.addmm / torch.mm with out= (MKL's sgemm on a CPU); portable mode: oneDNN, copied in."""
+    """out = h W^T (+ b), the training step's products into its preallocated buffers. Universal
+    mode: exact.linear, copied in; fast mode: torch.addmm / torch.mm with out= (MKL's sgemm on a
+    CPU)."""
     import torch
 
     if _exact(h, weight):
         from . import exact
 
         return out.copy_(exact.linear(h, weight, bias))
-    if _through_onednn(h, weight):
-        from .torch_private import onednn_linear
-
-        return out.copy_(onednn_linear(h, weight, bias))
     if bias is None:
         return torch.mm(h, weight.t(), out=out)
     return torch.addmm(bias, h, weight.t(), out=out)

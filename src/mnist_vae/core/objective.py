@@ -87,11 +87,12 @@ def log_importance_weights(model, x: torch.Tensor, eps: torch.Tensor) -> torch.T
 
 
 def linear(h: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
-    """h W^T + b, the evaluation's large products: through oneDNN on a CPU, else torch.addmm.
+    """h W^T + b, the evaluation's large products: universal mode's exact product; in fast mode
+    through oneDNN on a CPU, else torch.addmm.
     Why: MKL's sgemm, which addmm calls on a CPU, is slower than oneDNN for these shapes on the
     CPUs measured; `make bench` times both (docs/performance.md).
     Both are float32 products; they differ by rounding only (tests/core/test_objective.py)."""
-    if numerics.portable() or numerics.universal():
+    if numerics.universal():
         return numerics.linear(h, layer.weight, layer.bias)
     return torch_private.mkldnn_linear(h, layer.weight, layer.bias)
 

@@ -4,13 +4,14 @@ Private ops are not covered by torch's compatibility promise and exist only on s
 each one is called from here only, only on the devices that have it, and has a public
 fallback that computes the same thing (equal within float rounding, or bitwise where said;
 tests/core/test_torch_private.py checks each pair). The fallbacks run wherever the private op does
-not: on Apple's MPS, on a CPU build of torch without oneDNN, or everywhere when forced
+not: on Apple's MPS, on a CPU build of torch without oneDNN (or whose torch._int_mm fails
+mnist_vae.core.exact's check against integer arithmetic), or everywhere when forced
 (:func:`force_public`, or MNIST_VAE_PUBLIC_OPS=1 in the environment), which the tests do. The
 machine record (:func:`record`) says which ran.
 
 | private op | used for | public fallback |
 |---|---|---|
-| ``torch.ops.mkldnn._linear_pointwise`` | portable mode's products (oneDNN, same bits on every x86-64 CPU) | ``F.linear`` |
+| ``torch._int_mm`` | universal mode's exact products on a CPU (int8 x int8 -> int32 GEMMs of 7-bit slices) | the float64 engine (mnist_vae.core.exact, the same bits) |
 | ``torch.ops.aten.mkldnn_linear`` | fast mode's evaluation products on a CPU | ``torch.addmm`` |
 | ``torch._fused_adam_`` | the fused step's per-layer Adam update (Adam(fused=True)'s kernel) | Adam's update in tensor ops |
 | ``aten.threshold_backward.grad_input`` | ReLU's backward in place, into a preallocated buffer | ``masked_fill_`` (bitwise equal) |
@@ -23,9 +24,8 @@ import math
 import os
 
 import torch
-import torch.nn.functional as F
 
-__all__ = ["force_public", "forced_public", "onednn_linear", "mkldnn_linear", "has_onednn", "fused_adam_", "relu_backward_",
+__all__ = ["force_public", "forced_public", "int_mm", "mkldnn_linear", "has_onednn", "fused_adam_", "relu_backward_",
            "set_deterministic", "record"]
 
 _forced = {"public": os.environ.get("MNIST_VAE_PUBLIC_OPS", "") not in ("", "0")}
@@ -49,12 +49,12 @@ def has_onednn(t: torch.Tensor) -> bool:
     return _private(t.device, ("cpu",)) and torch.backends.mkldnn.is_available()
 
 
-def onednn_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """h W^T + b through oneDNN's inner product (float32, no autograd), where :func:`has_onednn`;
-    else F.linear."""
-    if has_onednn(h):
-        return torch.ops.mkldnn._linear_pointwise(h, weight, bias, "none", [], "")
-    return F.linear(h, weight, bias)
+def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b of int8 matrices with int32 sums (CPU). No fallback here: mnist_vae.core.exact takes
+    it only where its check against integer arithmetic passed and the private ops are not forced
+    off (exact.engine()), and its float64 engine gives the same bits elsewhere."""
+    # looked up at each call, not bound at import: tests replace or remove torch._int_mm
+    return torch._int_mm(a, b)
 
 
 def mkldnn_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -107,6 +107,7 @@ def set_deterministic() -> None:
 def record(device: torch.device) -> dict[str, str]:
     """Which path each op takes on this device, for the machine record."""
     probe = torch.empty(0, device=device)
-    return {"products": "oneDNN" if has_onednn(probe) else "public (F.linear, torch.addmm)",
+    return {"products": "oneDNN" if has_onednn(probe) else "public (torch.addmm)",
+            "int_mm": "torch._int_mm" if _private(device, ("cpu",)) else "public (the float64 engine)",
             "adam": "torch._fused_adam_" if _private(device) else "public (tensor ops)",
             "relu_backward": "aten.threshold_backward" if _private(device) else "public (masked_fill_)"}

@@ -151,15 +151,17 @@ class AnomalyParams(_Section):
 class NumericsParams(_Section):
     """How every torch stage computes on a CPU (mnist_vae.core.numerics)."""
 
-    mode: Literal["universal", "portable", "fast"]
+    mode: Literal["universal", "fast"]
     threads: PosInt | None
 
-    @model_validator(mode="after")
-    def _portable_needs_threads(self) -> "NumericsParams":
-        if self.mode == "portable" and self.threads is None:
-            raise ValueError("threads: portable mode needs a fixed thread count (another count sums in another "
-                             "order), e.g. 2")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _portable_retired(cls, data: Any) -> Any:
+        # a params file from before the retirement gets the reason and the way on, not a bare "must be one of"
+        if isinstance(data, dict) and data.get("mode") == "portable":
+            raise ValueError("mode: portable was retired (universal mode is exact on every CPU at portable's "
+                             "speed); use universal, or fast")
+        return data
 
 
 class Params(_Section):

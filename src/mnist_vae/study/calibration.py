@@ -79,8 +79,8 @@ def same_seed_sigma(deltas: list[float]) -> tuple[float, int]:
     """(the spread of a rerun's difference from the committed run, its degrees of freedom) from the
     same-seed variants' differences from it: their root mean square, one degree of freedom each.
     The gate compares a rerun with that one committed run, so this is the spread it faces, a
-    systematic offset of the other roundings from it included (fast and portable mode land
-    together, apart from universal mode's run)."""
+    systematic offset of the other roundings from it included (the variants' other roundings land
+    together, apart from universal mode's committed run)."""
     d = np.asarray(deltas, dtype=np.float64)
     return (math.sqrt(float(np.mean(d * d))), len(d)) if len(d) >= 2 else (math.nan, 0)
 

@@ -300,7 +300,7 @@ def table(rows: list[Row]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
 
 
-# --- exact mode: a universal same-seed rerun on any CPU, or a portable one on x86-64 ------------------------------------
+# --- exact mode: a universal same-seed rerun on any CPU -----------------------------------------------------------------
 
 # A value that passes through JSON text comes back to the bit (Python writes floats by repr);
 # a few ulps leave room for a writer that rounds once, and nothing a real change could hide in.
@@ -311,36 +311,30 @@ def exact_mode(new: dict[str, Any], committed: dict[str, Any]) -> str:
     """Why the rerun must equal the committed run to the bit, or "" when it need not.
 
     `new` and `committed` map each model to the machine record of its training (timings-train.json's
-    `machine`). Exact when every record of both runs says the same bit-promising numerics with the
-    promise made: universal (any CPU, x86-64 or aarch64) or portable (an x86-64 CPU with AVX2), the
-    CPU as device; then another CPU gives the same bytes.
+    `machine`). Exact when every record of both runs says universal numerics with the promise made
+    (the CPU as device, x86-64 or aarch64); then another CPU gives the same bytes. Records of the
+    retired portable mode promise nothing here: the tolerances judge them.
     """
     if not new or set(new) != set(committed):
         return ""
-    modes = set()
     for side in (new, committed):
         for record in side.values():
-            if not isinstance(record, dict) or record.get("numerics") not in ("universal", "portable") or \
+            if not isinstance(record, dict) or record.get("numerics") != "universal" or \
                     record.get("bitwise_promise") is not True:
                 return ""
-            modes.add(record["numerics"])
-    if len(modes) != 1:
-        return ""
-    where = "on any CPU" if modes == {"universal"} else "on an x86-64 CPU"
-    return (f"both runs used {modes.pop()} numerics {where}: every metric must be equal (within "
+    return (f"both runs used universal numerics on any CPU: every metric must be equal (within "
             f"{EXACT_ULPS} ulps through text) and every output byte for byte, timings and raw downloads aside")
 
 
 # what must match between the committed run and a rerun for the promised bits to hold
-PROMISE_FIELDS = {"universal": ("numerics", "bitwise_promise", "torch"),
-                  "portable": ("numerics", "bitwise_promise", "torch", "ops", "threads", "cpu_capability")}
+PROMISE_FIELDS = {"universal": ("numerics", "bitwise_promise", "torch")}
 
 
 def broken_promise(new: dict[str, Any], committed: dict[str, Any]) -> str:
     """Why a rerun that should have kept the committed run's bitwise promise did not, in one
-    line naming the model and the field (threads 1 vs 2, the ops, the torch version, a missing
+    line naming the model and the field (the numerics mode, the torch version, a missing
     record), or "" when it kept it, or was never expected to (the committed run promised nothing,
-    or portable numerics reran off x86-64)."""
+    or ran a mode that promises nothing here)."""
     for model, old in sorted(committed.items()):
         if not isinstance(old, dict) or old.get("bitwise_promise") is not True:
             return ""
@@ -350,8 +344,6 @@ def broken_promise(new: dict[str, Any], committed: dict[str, Any]) -> str:
         record = new.get(model)
         if not isinstance(record, dict) or not record:
             return f"{model}: the rerun has no machine record (reports/models/{model}/timings-train.json)"
-        if mode == "portable" and record.get("isa", "x86_64") != "x86_64":
-            return ""  # portable mode promises x86-64 only: another ISA is what the tolerances are for
         for field in PROMISE_FIELDS[mode]:
             if record.get(field) != old.get(field):
                 return (f"{model}: {field} {_show(record.get(field))} in the rerun against {_show(old.get(field))} in "
