@@ -70,8 +70,8 @@ def test_the_retired_portable_mode_stops_in_one_line_naming_the_key(raw):
     raw["numerics"]["mode"] = "portable"
     with pytest.raises(ParamsError) as err:
         params.validate(raw)
-    assert str(err.value) == ("params: 'numerics.mode' portable was retired (universal mode is exact on every CPU at "
-                              "portable's speed); use universal, or fast")
+    assert str(err.value) == ("params: 'numerics.mode' portable was retired (universal mode is exact on every CPU, "
+                              "within 1.3x of portable's time); use universal, or fast")
 
 
 def test_cuda_device_names_are_accepted(raw):

@@ -156,7 +156,8 @@ def test_committed_tolerances_are_derive_tolerances_of_the_committed_study():
     rules, k = calibration.derive(runs, variants, tool.images_behind(summary["metrics"]), doc["study"]["family_false_alarm"],
                                   same_seed_runs=same or None)
     assert doc["rules"] == rules and doc["study"]["k"] == k and doc["study"]["n_runs"] == len(runs) >= 9
-    assert doc["study"]["same_seed"]["n_runs"] == len(same) >= 6  # the committed run and five roundings
+    # the committed run and four distinct roundings (six variants; two trained another's models)
+    assert doc["study"]["same_seed"]["n_runs"] == len(same) >= 5
 
 
 def test_the_measured_false_alarms_recompute_with_the_deployed_k_and_are_reported_with_intervals():

@@ -12,7 +12,8 @@ products are exact integer sums, int8 GEMMs where torch._int_mm passes a check, 
 tools/probe_numerics.py shows the promise on emulated Intel, AMD and ARM CPUs (qemu-user).
 
 A third mode, portable (pinned x86-64 library kernels), was retired when universal mode's int8
-products made it as fast; params that still name it stop with one line (mnist_vae.io.params).
+products brought it within 1.3x of portable's time (`make bench`); params that still name it stop
+with one line (mnist_vae.io.params).
 """
 
 from __future__ import annotations

@@ -159,8 +159,8 @@ class NumericsParams(_Section):
     def _portable_retired(cls, data: Any) -> Any:
         # a params file from before the retirement gets the reason and the way on, not a bare "must be one of"
         if isinstance(data, dict) and data.get("mode") == "portable":
-            raise ValueError("mode: portable was retired (universal mode is exact on every CPU at portable's "
-                             "speed); use universal, or fast")
+            raise ValueError("mode: portable was retired (universal mode is exact on every CPU, within 1.3x of "
+                             "portable's time); use universal, or fast")
         return data
 
 
