@@ -1,6 +1,6 @@
 """The numerics probe (tools/probe_numerics.py): universal numerics gives the same bytes on this
-CPU and on emulated ones, the x86 vendor this machine is not (in `make test`) and two aarch64
-CPUs (CI's own step, `pytest -m aarch64`); fast mode gives other bytes there, so the probe can
+CPU and on emulated ones, the x86 vendor this machine is not and two aarch64 CPUs (CI's own step
+after `make test`: `pytest -m emulated`); fast mode gives other bytes there, so the probe can
 fail."""
 
 import json
@@ -47,6 +47,7 @@ def run_probe(binarized, binarized_fashion, tmp_path, targets: list[str]) -> tup
     return json.loads(out.read_text()), proc
 
 
+@pytest.mark.emulated
 @pytest.mark.long
 def test_universal_bytes_on_an_emulated_x86_cpu_of_the_other_vendor_and_fast_mode_differs(binarized,
                                                                                           binarized_fashion, tmp_path):
@@ -66,6 +67,7 @@ def test_universal_bytes_on_an_emulated_x86_cpu_of_the_other_vendor_and_fast_mod
     assert all(len(r["md5"]) == len(probe().outputs("vae20d", probe().STAGES)) == 18 for r in runs)
 
 
+@pytest.mark.emulated
 @pytest.mark.aarch64
 def test_universal_bytes_on_two_emulated_arm_cpus_and_fast_mode_differs(binarized, binarized_fashion, tmp_path):
     """The same four stages under qemu-aarch64 as an Arm Neoverse N1 (NEON) and as an ARMv9 with
