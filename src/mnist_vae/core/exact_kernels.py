@@ -191,6 +191,29 @@ def sigmoid(x, out):
             out[j] = positive if x[j] >= ZERO else tj * positive
 
 
+@njit(cache=True, nogil=True)
+def _row_amax(t, i):
+    """Row i's largest magnitude, NaN where the row holds one (torch's amax), as the quantizations take it."""
+    amax = ZERO
+    for j in range(t.shape[1]):
+        a = abs(t[i, j])
+        if a > amax or a != a:
+            amax = a
+    return amax
+
+
+@njit(cache=True, nogil=True)
+def _col_amax(t):
+    """Each column's largest magnitude, NaN where the column holds one."""
+    amax = np.zeros(t.shape[1], np.float32)
+    for i in range(t.shape[0]):
+        for j in range(t.shape[1]):
+            a = abs(t[i, j])
+            if a > amax[j] or a != a:
+                amax[j] = a
+    return amax
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def quantize_rows(t, bits, out):
     """out (float64) = exact.quantize(t, -1, bits) of a C-contiguous float32 2-d array: per row the
@@ -198,11 +221,7 @@ def quantize_rows(t, bits, out):
     A row's largest magnitude is NaN where the row holds one, as torch's amax says."""
     rows, width = t.shape
     for i in prange(rows):
-        amax = ZERO
-        for j in range(width):
-            a = abs(t[i, j])
-            if a > amax or a != a:
-                amax = a
+        amax = _row_amax(t, i)
         _, e = math.frexp(amax)
         n = min(max(bits - e, -126), 126)
         up, down = F(math.ldexp(1.0, n)), F(math.ldexp(1.0, -n))
@@ -215,12 +234,7 @@ def quantize_cols(t, bits, out):
     """out (float64) = exact.quantize(t, -2, bits) of a C-contiguous float32 2-d array: the same
     steps as quantize_rows, per column (the rows of the transposed views the products take)."""
     rows, width = t.shape
-    amax = np.zeros(width, np.float32)
-    for i in range(rows):
-        for j in range(width):
-            a = abs(t[i, j])
-            if a > amax[j] or a != a:
-                amax[j] = a
+    amax = _col_amax(t)
     up = np.empty(width, np.float32)
     down = np.empty(width, np.float32)
     for j in range(width):
@@ -249,11 +263,7 @@ def slices_rows(t, bits, slice_bits, out, n_out):
     finite = np.ones(rows, np.bool_)
     base, inv_base = F(2.0 ** slice_bits), F(2.0 ** -slice_bits)
     for i in prange(rows):
-        amax = ZERO
-        for j in range(width):
-            a = abs(t[i, j])
-            if a > amax or a != a:
-                amax = a
+        amax = _row_amax(t, i)
         if amax != amax or amax == np.inf:
             finite[i] = False
             continue
@@ -272,12 +282,7 @@ def slices_cols(t, bits, slice_bits, out, n_out):
     holds hi in its first half of columns and lo in its second, n_out (int32) each column's n."""
     rows, width = t.shape
     base, inv_base = F(2.0 ** slice_bits), F(2.0 ** -slice_bits)
-    amax = np.zeros(width, np.float32)
-    for i in range(rows):
-        for j in range(width):
-            a = abs(t[i, j])
-            if a > amax[j] or a != a:
-                amax[j] = a
+    amax = _col_amax(t)
     up = np.empty(width, np.float32)
     for j in range(width):
         if amax[j] != amax[j] or amax[j] == np.inf:
