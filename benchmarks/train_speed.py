@@ -347,8 +347,8 @@ def universal_parts(repeats: int = 5, mode: str = "universal") -> dict:
         a, b = torch.rand(m, k, generator=g), torch.randn(k, n, generator=g) * 0.05
         from mnist_vae.core import exact_kernels, torch_private
 
-        a8, na = exact._slices(a, True)
-        b8, nb = exact._slices(b, False)
+        a8, na = exact._slices(a, True, "a")
+        b8, nb = exact._slices(b, False, "b")
         blocks, result, none = torch_private.int_mm(a8, b8), torch.empty(m, n), torch.empty(0)
         qa, qb = exact.quantized64(a, -1), exact.quantized64(b, -2)
 
@@ -358,7 +358,7 @@ def universal_parts(repeats: int = 5, mode: str = "universal") -> dict:
 
         out[f"{name} product"] = {
             "sgemm": best(lambda: a @ b),
-            "int8 engine: slices": best(lambda: (exact._slices(a, True), exact._slices(b, False))),
+            "int8 engine: slices": best(lambda: (exact._slices(a, True, "a"), exact._slices(b, False, "b"))),
             "int8 engine: int8 GEMM of the four slice products": best(lambda: torch_private.int_mm(a8, b8)),
             "int8 engine: recombination": best(lambda: exact_kernels.recombine_into(
                 blocks.numpy(), na.numpy(), nb.numpy(), exact.SLICE, none.numpy(), result.numpy())),

@@ -57,7 +57,7 @@ def test_a_product_of_all_largest_slices_is_exact(k, engine):
     engine takes over) the product equals integer arithmetic rounded once to float32, by either
     engine."""
     top = 8128 / 8192  # q = 8128 = 64 * 2^7 - 64
-    a8, n = exact._slices(torch.full((1, 4), top), True)
+    a8, n = exact._slices(torch.full((1, 4), top), True, "a")
     assert a8.tolist() == [[64] * 4, [-64] * 4] and n.item() == 13
     for signs in (np.ones(k), np.where(np.arange(k) % 3 == 0, -1.0, 1.0)):
         a = torch.from_numpy((signs * top).astype(np.float32)[None, :])
@@ -86,6 +86,10 @@ def test_the_int8_and_float64_engines_give_identical_tensors(m, k, n):
     bit for bit the same, and different from float32's own product (the test has teeth)."""
     g = gen(m * 7 + k * 3 + n)
     a, b = torch.randn(m, k, generator=g) * 3, torch.randn(k, n, generator=g) * 0.05
+    if m > 2:  # a zero row, and rows and columns whose largest magnitude is subnormal
+        a[0] = 0
+        a[-1] *= 1e-40
+        b[:, -1] *= 1e-39
     bias = torch.randn(n, generator=g)
     layouts = [(a, b), (a.t().contiguous().t(), b), (a, b.t().contiguous().t()),
                (a.t().contiguous().t(), b.t().contiguous().t())]
@@ -295,9 +299,15 @@ def test_compiled_sigmoid_and_adam_equal_the_torch_ops_bit_for_bit(monkeypatch):
 
 def test_compiled_quantization_equals_the_torch_ops():
     """exact_kernels.quantize_rows against exact.quantize, rows and (through a transposed view)
-    columns, zero rows and tiny ones included, and the product through either."""
+    columns, zero rows and tiny ones included (subnormal largest magnitudes too, whose exponent the
+    kernels read from the bits), and the product through either."""
     a = torch.randn(300, 784, generator=gen(20)) * torch.logspace(-30, 3, 300)[:, None]
     a[5] = 0
+    a[6] *= 1e-12  # largest magnitude about 1e-41: subnormal
+    a[7] = 0
+    a[7, 3] = -1.4e-45  # float32's smallest subnormal, alone
+    a[8] = torch.tensor(2.0 ** -126)  # the smallest normal
+    a[9, ::2] = 1e36  # large, its product still finite
     w = torch.randn(400, 784, generator=gen(21))
     try:
         exact.use_kernels(True)
@@ -433,3 +443,20 @@ def test_compiled_kernels_give_the_same_bits_on_any_thread_count():
     finally:
         numba.set_num_threads(before)
     assert all(torch.equal(a, b) for other in results[1:] for a, b in zip(results[0], other))
+
+
+def test_the_kernels_read_frexp_exponents_and_largest_magnitudes_from_the_bits():
+    """exact_kernels' integer reading of float32 bits against Python's math.frexp and a float max,
+    over zero, subnormals, the normal range's ends, infinities and NaN."""
+    from mnist_vae.core import exact_kernels
+
+    values = np.array([0.0, 1.4e-45, 3e-45, 1e-40, 1.1754942e-38, 2.0 ** -126, 0.75, 1.0, 3.0, 3.4e38,
+                       math.inf, math.nan], dtype=np.float32)
+    for x in values:
+        bits = int(np.array([x], np.float32).view(np.int32)[0])
+        assert exact_kernels._frexp_exponent(bits) == math.frexp(float(x))[1], x
+    rows = np.array([[0.5, -3.0, 2.0], [1e-40, 0.0, -1e-41], [1.0, -math.inf, 2.0], [1.0, math.nan, math.inf],
+                     [0.0, -0.0, 0.0]], dtype=np.float32)
+    got = [exact_kernels._row_amax_bits(rows.view(np.int32), i) for i in range(len(rows))]
+    as_float = np.array(got, np.int32).view(np.float32)
+    assert as_float[:3].tolist() == [3.0, np.float32(1e-40), math.inf] and math.isnan(as_float[3]) and as_float[4] == 0

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 import torch
 
@@ -233,65 +234,89 @@ def quantized64(t: torch.Tensor, dim: int, bits: int = BITS) -> torch.Tensor:
     return quantize(t, dim, bits).double()
 
 
-def _slices(t: torch.Tensor, along_rows: bool):
+_scratch = threading.local()
+
+
+def _buffer(role: str, shape: tuple[int, ...], dtype: torch.dtype):
+    """A CPU tensor of this shape and dtype, and its numpy view, reused by every product of the
+    thread that asks for the same role: the int8 engine's operands, scales and integer blocks
+    are consumed within one product, and a fresh allocation for each was measurable beside the
+    int8 GEMM itself (a training step takes some 60)."""
+    cache = getattr(_scratch, "buffers", None)
+    if cache is None or len(cache) > 64:  # evaluation's odd batch sizes: keep it bounded
+        cache = _scratch.buffers = {}
+    key = (role, shape, dtype)
+    if key not in cache:
+        t = torch.empty(shape, dtype=dtype)
+        cache[key] = (t, t.numpy())
+    return cache[key]
+
+
+def _slices(t: torch.Tensor, along_rows: bool, role: str):
     """The int8 operand of the stacked slices of t (2-d float32 on the CPU) and each row's
     (column's) power of two n: for rows, a (2 rows x cols) operand [hi; lo]; for columns, a
     (rows x 2 cols) operand [hi, lo]. None where a row (column) holds NaN or an infinity (the
-    float64 engine then gives the torch ops' NaN)."""
+    float64 engine then gives the torch ops' NaN). Both live in the role's reused buffers."""
     from . import exact_kernels
 
-    if along_rows and not t.is_contiguous() and t.t().is_contiguous():
-        out, n = _slices(t.t(), False)
-        return (None, None) if out is None else (out.t(), n)
-    if not along_rows and not t.is_contiguous() and t.t().is_contiguous():
-        out, n = _slices(t.t(), True)
+    if not t.is_contiguous() and t.t().is_contiguous():
+        out, n = _slices(t.t(), not along_rows, role)
         return (None, None) if out is None else (out.t(), n)
     t = t.contiguous()
     rows, cols = t.shape
-    out = torch.empty((2 * rows, cols) if along_rows else (rows, 2 * cols), dtype=torch.int8)
-    n = torch.empty(rows if along_rows else cols, dtype=torch.int32)
+    out, out_np = _buffer(role, (2 * rows, cols) if along_rows else (rows, 2 * cols), torch.int8)
+    n, n_np = _buffer(role, (rows if along_rows else cols,), torch.int32)
     finite = (exact_kernels.slices_rows if along_rows else exact_kernels.slices_cols)(t.numpy(), BITS, SLICE,
-                                                                                     out.numpy(), n.numpy())
+                                                                                     out_np, n_np)
     return (out, n) if finite else (None, None)
 
 
-def _product_int8(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-    """a @ b (+ bias) by the int8 engine, float32; None where a factor is not finite."""
+_NO_BIAS = torch.empty(0, dtype=torch.float32)
+
+
+def _product_int8(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> bool:
+    """out = a @ b (+ bias) by the int8 engine, float32; False (out untouched) where a factor is
+    not finite."""
     from . import exact_kernels
 
-    a8, na = _slices(a, True)
+    a8, na = _slices(a, True, "a")
     if a8 is None:
-        return None
-    b8, nb = _slices(b, False)
+        return False
+    b8, nb = _slices(b, False, "b")
     if b8 is None:
-        return None
-    blocks = torch_private.int_mm(a8, b8)
-    out = torch.empty((a.shape[0], b.shape[1]), dtype=torch.float32)
-    added = torch.empty(0, dtype=torch.float32) if bias is None else bias.detach().contiguous()
-    exact_kernels.recombine_into(blocks.numpy(), na.numpy(), nb.numpy(), SLICE, added.numpy(), out.numpy())
-    return out
+        return False
+    blocks, blocks_np = _buffer("blocks", (a8.shape[0], b8.shape[1]), torch.int32)
+    torch_private.int_mm(a8, b8, out=blocks)
+    added = _NO_BIAS if bias is None else bias.detach().contiguous()
+    exact_kernels.recombine_into(blocks_np, na.numpy(), nb.numpy(), SLICE, added.numpy(), out.numpy())
+    return True
 
 
-def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+             out: torch.Tensor | None = None) -> torch.Tensor:
     """The exact product of a's quantized rows and b's quantized columns rounded once to float32,
-    plus bias (float32 add), by the engine that applies (the same bits from either)."""
+    plus bias (float32 add), by the engine that applies (the same bits from either); into `out`
+    where given (a float32 buffer of the product's shape)."""
     k = a.shape[-1]
     _check_k(k)
+    shape = (a.shape[0], b.shape[1])
     cpu = a.device.type == "cpu" and b.device.type == "cpu"
+    direct = out is not None and out.is_contiguous() and out.dtype == torch.float32 and tuple(out.shape) == shape \
+        and out.device.type == "cpu"
+    target = out if direct else torch.empty(shape, dtype=torch.float32) if cpu else None
     if cpu and k <= INT8_MAX_K and (bias is None or bias.device.type == "cpu") and engine() == "int8":
-        out = _product_int8(a, b, bias)
-        if out is not None:
-            return out
+        if _product_int8(a, b, bias, target):
+            return target if out is None or direct else out.copy_(target)
     product = quantized64(a, -1) @ quantized64(b, -2)
     if _kernels["on"] and cpu and (bias is None or bias.is_contiguous()):
         from . import exact_kernels
 
-        out = torch.empty(product.shape, dtype=torch.float32)
-        added = torch.empty(0, dtype=torch.float32) if bias is None else bias.detach()
-        exact_kernels.round_add_into(product.numpy(), added.numpy(), out.numpy())
-        return out
-    out = product.float()
-    return out if bias is None else out + bias
+        added = _NO_BIAS if bias is None else bias.detach()
+        exact_kernels.round_add_into(product.numpy(), added.numpy(), target.numpy())
+        return target if out is None or direct else out.copy_(target)
+    result = product.float()
+    result = result if bias is None else result + bias
+    return result if out is None else out.copy_(result)
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -303,18 +328,20 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _product(a, b)
 
 
-def linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           out: torch.Tensor | None = None) -> torch.Tensor:
     """h W^T + b, the product by :func:`mm` (leading dimensions of h flattened and restored), the
-    bias added in float32 after the product's one rounding."""
+    bias added in float32 after the product's one rounding; written into `out` where given (2-d h)."""
     lead = h.shape[:-1]
     flat = h.reshape(-1, h.shape[-1])
     if _f32(h) and _f32(weight):
-        out = _product(flat, weight.t(), bias)
+        result = _product(flat, weight.t(), bias, out if h.dim() == 2 else None)
     else:
-        out = flat @ weight.t()
+        result = flat @ weight.t()
         if bias is not None:
-            out = out + bias
-    return out.reshape(*lead, weight.shape[0])
+            result = result + bias
+    result = result.reshape(*lead, weight.shape[0])
+    return result if out is None or result is out else out.copy_(result)
 
 
 # ----------------------------------------------------------------------------- functions

@@ -49,12 +49,13 @@ def has_onednn(t: torch.Tensor) -> bool:
     return _private(t.device, ("cpu",)) and torch.backends.mkldnn.is_available()
 
 
-def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b of int8 matrices with int32 sums (CPU). No fallback here: mnist_vae.core.exact takes
-    it only where its check against integer arithmetic passed and the private ops are not forced
-    off (exact.engine()), and its float64 engine gives the same bits elsewhere."""
+def int_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b of int8 matrices with int32 sums (CPU), into `out` where given. No fallback here:
+    mnist_vae.core.exact takes it only where its check against integer arithmetic passed and the
+    private ops are not forced off (exact.engine()), and its float64 engine gives the same bits
+    elsewhere."""
     # looked up at each call, not bound at import: tests replace or remove torch._int_mm
-    return torch._int_mm(a, b)
+    return torch._int_mm(a, b) if out is None else torch._int_mm(a, b, out=out)
 
 
 def mkldnn_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
