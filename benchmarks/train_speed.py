@@ -157,7 +157,7 @@ def isolated(fn, *args, **kwargs):
     mode = kwargs.get("mode", "fast")
     p = params.load(REPO / "params.yaml").numerics
     saved = dict(os.environ)
-    os.environ.update(numerics.environment(mode, p.threads))
+    os.environ.update(numerics.environment(mode, p.threads, p.kernels))
     try:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:

@@ -34,6 +34,28 @@ def test_the_environment_holds_the_thread_count_and_pins_no_library():
         numerics.environment("portable", 2)
 
 
+def test_the_kernels_setting_names_the_libraries_branch():
+    assert numerics.environment("fast", None, "generic") == {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
+    assert numerics.environment("fast", 1, "mkl-compatible") == {"MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1",
+                                                                  "MKL_NUM_THREADS": "1"}
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        numerics.environment("fast", None, "avx2")
+    with pytest.raises(ParamsError, match="numerics.kernels"):
+        params_with({"numerics.kernels": "avx2"})
+    assert params_with({}).numerics.kernels == "native"
+
+
+def test_kernels_asked_after_torch_chose_its_own_stop_with_one_line(monkeypatch):
+    """This process has computed with torch already: ATen's capability is chosen, so asking for its
+    DEFAULT kernels now would run another rounding than the params name."""
+    for name in ("ATEN_CPU_CAPABILITY", "MKL_CBWR"):
+        monkeypatch.delenv(name, raising=False)  # restored at teardown: enter() sets them
+    torch.ones(3).exp()
+    with pytest.raises(numerics.NumericsError, match="DEFAULT kernels.*before torch computes") as err:
+        numerics.enter(params_with({"numerics.mode": "fast", "numerics.kernels": "aten-default"}).numerics)
+    assert "\n" not in str(err.value)
+
+
 def test_autograd_and_float64_keep_f_linear(universal_state):
     w = torch.randn(4, 3, requires_grad=True)
     h = torch.randn(2, 3)
@@ -78,7 +100,7 @@ import json
 from mnist_vae.core import numerics
 from mnist_vae.io import params
 p = params.load()
-cfg = p.numerics.model_copy(update={{"mode": "{mode}", "threads": {threads}}})
+cfg = p.numerics.model_copy(update={{"mode": "{mode}", "threads": {threads}, "kernels": "{kernels}"}})
 record = numerics.enter(cfg)
 import torch
 record["torch_threads"] = torch.get_num_threads()
@@ -89,16 +111,23 @@ print(json.dumps(record))
 def test_a_fresh_process_enters_universal_mode_with_the_promise_on_any_cpu():
     """Universal mode pins no library (its bits do not depend on the kernels); it promises bits on
     a CPU, whatever the ISA and the thread count, and records which engine takes its products."""
-    record = _stage_probe(ENTER.format(mode="universal", threads=1))
+    record = _stage_probe(ENTER.format(mode="universal", threads=1, kernels="native"), ATEN_CPU_CAPABILITY="default")
     assert record["numerics"] == "universal" and record["bitwise_promise"] is True and record["threads"] == 1
     assert record["torch_threads"] == 1 and record["kernel_threads"] == 1
     assert record["isa"] == platform.machine() and record["products"] in ("int8", "float64")
+    assert record["kernels"] == "native" and record["cpu_capability"] != "DEFAULT" or platform.machine() != "x86_64"
 
 
 def test_a_fresh_process_enters_fast_mode_without_a_promise():
-    record = _stage_probe(ENTER.format(mode="fast", threads=None))
+    record = _stage_probe(ENTER.format(mode="fast", threads=None, kernels="native"))
     assert record["numerics"] == "fast" and record.get("bitwise_promise") is not True
     assert record["kernel_threads"] is None and record["threads"] == record["torch_threads"]
+
+
+def test_a_fresh_process_takes_the_generic_kernels_it_is_asked_for():
+    """numerics.kernels: generic reaches ATen before it picks its kernels (the recorded capability)."""
+    record = _stage_probe(ENTER.format(mode="fast", threads=1, kernels="generic"))
+    assert record["kernels"] == "generic" and record["cpu_capability"] == "DEFAULT"
 
 
 KERNEL_THREADS = """

@@ -31,7 +31,7 @@ def planned(name):
 
 
 def test_the_spread_entry_plans_todays_experiments():
-    seeds = [(f"spread-seed-{s}", [f"train.seed={s}", f"evaluate.seed={s}", f"anomaly.seed={s}"]) for s in range(1, 9)]
+    seeds = [(f"spread-seed-{s}", [f"train.seed={s}", f"evaluate.seed={s}", f"anomaly.seed={s}"]) for s in range(1, 15)]
     assert planned("spread") == [("spread-default", []), ("spread-autograd", ["train.step=autograd"]), *seeds]
     study = engine.find("spread")
     assert study.stages == [] and engine.run_args(study, engine.plan("spread", study)[1]) == [
@@ -218,21 +218,24 @@ def test_the_docs_example_is_five_lines_that_validate_and_plan():
     assert name not in engine.load()  # the example is the reader's to add
 
 
-def test_the_same_seed_entry_plans_six_roundings_and_summarises_against_the_committed_run(monkeypatch):
+def test_the_same_seed_entry_plans_ten_roundings_and_summarises_against_the_committed_run(monkeypatch):
     study = engine.find("same-seed")
     plan = engine.plan("same-seed", study)
     assert [e.name for e in plan] == [f"same-seed-{v}" for v in ("fast", "fast-1-thread", "fast-autograd",
                                                                  "fast-autograd-1-thread", "autograd",
-                                                                 "autograd-1-thread")]
+                                                                 "autograd-1-thread", "fast-aten-default",
+                                                                 "fast-mkl-compatible", "fast-generic",
+                                                                 "fast-autograd-generic")]
+    assert list(plan[-1].sets) == ["numerics.mode=fast", "train.step=autograd", "numerics.kernels=generic"]
     assert all(e.kind == "variant" for e in plan)  # the committed run is not run again
     base = {"reports/models/m/train.json:test_loss": 88.0, "reports/models/m/train.json:epochs": 10}
     monkeypatch.setattr(engine, "committed_metrics", lambda rev: dict(base))
-    deltas = [0.01, -0.02, 0.0, 0.03, -0.01, 0.02]
+    deltas = [0.01, -0.02, 0.0, 0.03, -0.01, 0.02, 0.04, -0.03, 0.05, -0.04]
     runs = [engine.Run(e.name, {**base, "reports/models/m/train.json:test_loss": 88.0 + d}, "cpu", e)
             for e, d in zip(plan, deltas)]
     doc = engine.same_seed("same-seed", study, runs, {})
     row = doc["metrics"]["reports/models/m/train.json:test_loss"]
-    assert row["df"] == 6 and row["sigma_same"] == pytest.approx(np.sqrt(np.mean(np.square(deltas))), rel=1e-6)
+    assert row["df"] == 10 and row["sigma_same"] == pytest.approx(np.sqrt(np.mean(np.square(deltas))), rel=1e-6)
     assert row["variants"]["fast-1-thread"]["delta"] == pytest.approx(-0.02)
     assert "reports/models/m/train.json:epochs" not in doc["metrics"]  # a run description, not measured
     assert set(doc["runs"]) == {"committed", *(f"variant:{e.name.removeprefix('same-seed-')}" for e in plan)}

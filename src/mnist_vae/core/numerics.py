@@ -32,6 +32,15 @@ MODES = ("universal", "fast")
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
+# numerics.kernels: which branch of the libraries' kernels torch takes, as environment variables
+# ATen and MKL read when they first compute. native: this CPU's own; the others give the roundings
+# of other x86 CPUs on this one (the same-seed study's variants): ATen's DEFAULT capability (no
+# AVX, as ARM's and old CPUs' builds) and MKL's COMPATIBLE branch (its SSE2 code, which every x86
+# CPU runs). Universal mode takes neither library's rounding, so its bits do not change.
+KERNELS = {"native": {}, "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
+           "mkl-compatible": {"MKL_CBWR": "COMPATIBLE"},
+           "generic": {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}}
+
 _state: dict[str, Any] = {"mode": "fast", "record": None}
 
 
@@ -44,12 +53,14 @@ def is_x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
-def environment(mode: str, threads: int | None) -> dict[str, str]:
+def environment(mode: str, threads: int | None, kernels: str = "native") -> dict[str, str]:
     """The environment variables a mode needs set before torch is imported: the thread count, read
-    by the OpenMP and MKL runtimes when they start (neither mode pins a library's kernels)."""
+    by the OpenMP and MKL runtimes when they start, and the kernels' branch (KERNELS)."""
     if mode not in MODES:
         raise ValueError(f"numerics mode must be one of {MODES}, got {mode!r}")
-    env = {}
+    if kernels not in KERNELS:
+        raise ValueError(f"numerics kernels must be one of {tuple(KERNELS)}, got {kernels!r}")
+    env = dict(KERNELS[kernels])
     if threads is not None:
         env.update({name: str(threads) for name in THREAD_ENV})
     return env
@@ -63,8 +74,11 @@ def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
     Returns the record kept beside a run's timings. Raises NumericsError (one line) for a thread
     count torch did not take, or universal mode on Apple's MPS.
     """
-    mode, threads = cfg.mode, cfg.threads
-    os.environ.update(environment(mode, threads))
+    mode, threads, kernels = cfg.mode, cfg.threads, cfg.kernels
+    os.environ.update(environment(mode, threads, kernels))
+    if kernels == "native":  # a branch set by hand outside the params would be a rounding they do not name
+        for name in {k for env in KERNELS.values() for k in env}:
+            os.environ.pop(name, None)
     import torch
 
     if threads is not None:
@@ -79,7 +93,10 @@ def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
     elif threads is not None:  # the compiled kernels' threads (exact_kernels), read when they import numba
         os.environ["NUMBA_NUM_THREADS"] = str(threads)
     record = {"numerics": mode, "threads": torch.get_num_threads(), "kernel_threads": threads,
-              "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "kernels": kernels}
+    if "ATEN_CPU_CAPABILITY" in KERNELS[kernels] and record["cpu_capability"] != "DEFAULT":
+        raise NumericsError(f"numerics: kernels {kernels} asks ATen for its DEFAULT kernels, but torch had already "
+                            f"chosen {record['cpu_capability']}; numerics.enter must run before torch computes")
     record["isa"] = platform.machine()
     if device == "auto":
         if mode == "universal" and torch.cuda.is_available():

@@ -153,6 +153,7 @@ class NumericsParams(_Section):
 
     mode: Literal["universal", "fast"]
     threads: PosInt | None
+    kernels: Literal["native", "aten-default", "mkl-compatible", "generic"] = "native"
 
     @model_validator(mode="before")
     @classmethod
