@@ -163,7 +163,11 @@ def markdown(result: dict, k: float, family: float, n: int, m: int, same: dict |
              f"- anywhere: {_rate(result['any'])}.",
              "",
              f"The {result['judgments']} judgments rest on {n} runs and share them, so they are not independent: the "
-             f"intervals (Clopper-Pearson) treat them as if they were and are narrower than the truth.", ""]
+             f"intervals (Clopper-Pearson) treat them as if they were and are narrower than the truth. Were the {m} "
+             f"metrics independent and normal, the deployed gate would fail {family:.0%} of unchanged reruns, and this "
+             f"resampling, whose sigma rests on {n - 2} runs, {calibration.leave_pair_out_rate(m, n, k):.1%} "
+             f"(calibration.leave_pair_out_rate): it judges a gate built from fewer runs than the deployed one, so it "
+             f"overstates the deployed gate's rate; correlated metrics lower both.", ""]
     if result["failing_metrics"]:
         lines += ["Metrics behind those false alarms: " + ", ".join(
             f"`{m.removeprefix(layout.MODELS_REPORTS + '/')}` ({c})" for m, c in result["failing_metrics"].items()), ""]

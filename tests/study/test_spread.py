@@ -62,6 +62,8 @@ def test_results_table_on_known_values():
     assert lines[5].startswith("| one | 9.00 | 9.50 (one image: 7.00) | 9.00 ± 1.00 (3) |")
     far = spread.results_table([{"label": "far", "value": 16.0, "metric": "f.json:loss"}], runs, {}).splitlines()
     assert far[2].endswith("| **no** (z = +7.0) |")
+    near = spread.results_table([{"label": "near", "value": 8.96, "metric": "f.json:loss"}], runs, {}).splitlines()
+    assert near[2].endswith("| yes (z = +0.0) |")  # z = -0.04 rounds to zero, shown without a sign of its own
 
 
 def test_results_md_is_regenerated_from_the_committed_study_and_run_and_the_readme_shows_it():

@@ -41,6 +41,15 @@ def family_k(metrics: int, n_runs: int, family: float = FAMILY_FALSE_ALARM) -> f
     return float(spread.t_ppf(1 - per_metric / 2, n_runs - 1))
 
 
+def leave_pair_out_rate(metrics: int, n_runs: int, k: float) -> float:
+    """The family-wise false-alarm rate that leaving one pair of `n_runs` runs out measures with a
+    given k, were the metrics independent and normal: each pair's difference against k sigma_diff
+    from the other n - 2 runs, a Student t with n - 3 degrees of freedom. With the deployed k (from
+    n runs) it exceeds the deployed gate's rate: the resampling judges a gate built from fewer runs."""
+    per_metric = 2 * float(spread.t_sf(k, n_runs - 3))
+    return 1 - (1 - per_metric) ** max(metrics, 1)
+
+
 COUNTS = ("*:active_units",)  # integers: never held below one unit
 
 

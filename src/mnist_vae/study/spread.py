@@ -95,6 +95,13 @@ def t_ppf(q: float, df: float) -> float:
     return stdtrit(df, q)
 
 
+def t_sf(x: float, df: float) -> float:
+    """Student's t upper tail P(T > x): scipy.stats.t.sf's kernel (scipy.special.stdtr), as t_ppf."""
+    from scipy.special import stdtr
+
+    return 1.0 - stdtr(df, x) if x < 0 else stdtr(df, -x)
+
+
 def chi2_ppf(q: float, df: float) -> float:
     """The chi-squared quantile: scipy.stats.chi2.ppf's own kernel for 0 < q < 1 (as t_ppf)."""
     from scipy.special import gammaincinv
@@ -214,7 +221,8 @@ def results_table(reference: list[dict[str, Any]], runs: dict[str, dict[str, Any
         else:
             spread_cell = f"{row['mean']:.2f} ± {row['std']:.2f} ({row['n']})"
             interval = f"{row['mean'] - row['half']:.2f} to {row['mean'] + row['half']:.2f}"
-            verdict = f"yes (z = {row['z']:+.1f})" if row["within"] else f"**no** (z = {row['z']:+.1f})"
+            z = round(row["z"], 1) + 0.0  # + 0.0: a z of -0.04 reads +0.0, not -0.0
+            verdict = f"yes (z = {z:+.1f})" if row["within"] else f"**no** (z = {z:+.1f})"
         lines.append(f"| {row['label']} | {row['reference']:.2f} | {ours_cell} | {spread_cell} | {interval} | "
                      f"{verdict} |")
     return "\n".join(lines) + "\n"
