@@ -113,6 +113,11 @@ def test_power_json_catches_every_regression_and_records_where_each_ran():
         assert own and own[0]["new"] == pytest.approx(summary["runs"]["default"][metric] + shift)
         fails_own = abs(shift) > rule["abs"] or bool(gate.problem_of(own[0]["committed"], own[0]["new"], rule, metric))
         assert case["caught"] == fails_own, (metric, shift, rule)
+    # the three regressions an earlier gate let through (issue 48) fail, each on a metric it moved
+    for label, metrics in tool.regression_cases(summary["runs"]["default"]).items():
+        rows = gate.failures(gate.compare(gate.diff_of(summary["runs"]["default"], metrics), rules))
+        moved = {m for m, v in metrics.items() if v != summary["runs"]["default"].get(m)}
+        assert power[label]["caught"] and rows and {r.metric for r in rows} <= moved, label
 
 
 @pytest.mark.parametrize("doc, missing", [
