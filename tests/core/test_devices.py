@@ -15,7 +15,7 @@ logging.basicConfig(level=logging.INFO, format="%(message)s")
 torch.cuda.is_available = lambda: True   # a GPU box, as torch would see it
 from types import SimpleNamespace
 from mnist_vae.core import numerics
-record = numerics.enter(SimpleNamespace(mode=sys.argv[1], threads=1), "auto")
+record = numerics.enter(SimpleNamespace(mode=sys.argv[1], threads=1, kernels="native"), "auto")
 from mnist_vae.core.runtime import resolve_device
 print("DEVICE", numerics.device_for("auto"), record.get("bitwise_promise"))
 """
