@@ -74,21 +74,13 @@ SAME_SEED = Path("reports/spread/same-seed/summary.json")
 
 
 def same_seed_runs(path: Path = SAME_SEED) -> dict:
-    """The same-seed study's runs ({"committed": ..., label: ...}), {} where it has not run. A run
-    whose trained models give every metric of an earlier one is the same trajectory, not another
-    sample of the noise, and is left out (fast mode at 1 and at 2 threads here: only the train
-    loss, the epoch's batch losses summed in an order that follows the threads, differs)."""
+    """The same-seed study's distinct runs ({"committed": ..., label: ...}), {} where it has not
+    run: a run whose trained models give every metric of an earlier one is the same trajectory and
+    is left out (calibration.distinct_roundings)."""
     if not path.exists():
         return {}
-
-    def of_the_model(run: dict) -> dict:
-        return {k: v for k, v in run.items() if spread.kind(k) == "measured" and not k.endswith("train.json:train_loss")}
-
-    out: dict = {}
-    for name, run in artifacts.read_json(path).get("runs", {}).items():
-        if not any(of_the_model(run) == of_the_model(r) for r in out.values()):
-            out[name.removeprefix("variant:")] = run
-    return out
+    runs = {name.removeprefix("variant:"): run for name, run in artifacts.read_json(path).get("runs", {}).items()}
+    return {label: runs[label] for label, first in calibration.distinct_roundings(runs).items() if first == label}
 
 
 def same_seed_rules(doc: dict, family: float, k: float, k_same: float | None, same: dict) -> dict:

@@ -228,17 +228,23 @@ def test_the_same_seed_entry_plans_ten_roundings_and_summarises_against_the_comm
                                                                  "fast-autograd-generic")]
     assert list(plan[-1].sets) == ["numerics.mode=fast", "train.step=autograd", "numerics.kernels=generic"]
     assert all(e.kind == "variant" for e in plan)  # the committed run is not run again
-    base = {"reports/models/m/train.json:test_loss": 88.0, "reports/models/m/train.json:epochs": 10}
+    loss, train = "reports/models/m/train.json:test_loss", "reports/models/m/train.json:train_loss"
+    base = {loss: 88.0, train: 90.0, "reports/models/m/train.json:epochs": 10}
     monkeypatch.setattr(engine, "committed_metrics", lambda rev: dict(base))
-    deltas = [0.01, -0.02, 0.0, 0.03, -0.01, 0.02, 0.04, -0.03, 0.05, -0.04]
-    runs = [engine.Run(e.name, {**base, "reports/models/m/train.json:test_loss": 88.0 + d}, "cpu", e)
-            for e, d in zip(plan, deltas)]
+    # fast-1-thread trains fast's models (only the summed train loss differs); fast-autograd the
+    # committed run's: each is the same trajectory again, no degree of freedom
+    deltas = [0.01, 0.01, 0.0, 0.03, -0.01, 0.02, 0.04, -0.03, 0.05, -0.04]
+    runs = [engine.Run(e.name, {**base, loss: 88.0 + d, train: 90.0 + i * 1e-5}, "cpu", e)
+            for i, (e, d) in enumerate(zip(plan, deltas))]
     doc = engine.same_seed("same-seed", study, runs, {})
-    row = doc["metrics"]["reports/models/m/train.json:test_loss"]
-    assert row["df"] == 10 and row["sigma_same"] == pytest.approx(np.sqrt(np.mean(np.square(deltas))), rel=1e-6)
-    assert row["variants"]["fast-1-thread"]["delta"] == pytest.approx(-0.02)
+    row = doc["metrics"][loss]
+    distinct = [d for i, d in enumerate(deltas) if i not in (1, 2)]
+    assert row["df"] == 8 and row["sigma_same"] == pytest.approx(np.sqrt(np.mean(np.square(distinct))), rel=1e-6)
+    assert doc["study"]["same_as"] == {"fast-1-thread": "fast", "fast-autograd": "committed"}
+    assert row["variants"]["fast-1-thread"]["delta"] == pytest.approx(0.01)
     assert "reports/models/m/train.json:epochs" not in doc["metrics"]  # a run description, not measured
     assert set(doc["runs"]) == {"committed", *(f"variant:{e.name.removeprefix('same-seed-')}" for e in plan)}
-    assert "| `m/train.json:test_loss` | 88 |" in engine.same_seed_markdown(doc)
+    text = engine.same_seed_markdown(doc)
+    assert "| `m/train.json:test_loss` | 88 |" in text and "fast-1-thread trained fast's models" in text
     with pytest.raises(engine.StudyError, match="need at least 2 variant experiments"):
         engine.same_seed("same-seed", study, runs[:1], {})

@@ -84,6 +84,21 @@ def same_seed_k(metrics: int, n_same: int, family: float = FAMILY_FALSE_ALARM) -
     return round(float(spread.t_ppf(1 - per_metric_rate(metrics, family) / 2, n_same - 1)), 3)
 
 
+def distinct_roundings(runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """label -> the label of the first run (in the given order) whose trained models give every
+    measured metric it gives: a run that repeats an earlier one's models is the same trajectory,
+    not another sample of the noise, and counts once (fast mode at 1 and at 2 threads here: only
+    the train loss, the epoch's batch losses summed in an order that follows the threads, differs)."""
+    def of_the_model(run: dict) -> dict:
+        return {k: v for k, v in run.items() if spread.kind(k) == "measured" and not k.endswith("train.json:train_loss")}
+
+    first: dict[str, str] = {}
+    for label, run in runs.items():
+        first[label] = next((kept for kept in dict.fromkeys(first.values())
+                             if of_the_model(runs[kept]) == of_the_model(run)), label)
+    return first
+
+
 def same_seed_sigma(deltas: list[float]) -> tuple[float, int]:
     """(the spread of a rerun's difference from the committed run, its degrees of freedom) from the
     same-seed variants' differences from it: their root mean square, one degree of freedom each.

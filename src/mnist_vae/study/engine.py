@@ -620,6 +620,9 @@ def same_seed(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -
     seed_path = Path("reports/spread/summary.json")
     if seed_path.exists():
         seed_doc = json.loads(seed_path.read_text()).get("metrics", {})
+    first = calibration.distinct_roundings({"committed": base, **{label: kept(r.metrics)
+                                                                  for label, r in sorted(variants.items())}})
+    same_as = {label: other for label, other in first.items() if label != other}
     metrics = {}
     for metric, value in sorted(base.items()):
         if spread.kind(metric) != "measured" or not spread._number(value):
@@ -629,7 +632,7 @@ def same_seed(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -
         row = {"committed": float(value), "variants": {k: {"delta": d} for k, d in deltas.items()}}
         if len(deltas) < 2:  # a metric not every variant has: no spread to give
             continue
-        sigma, df = calibration.same_seed_sigma(list(deltas.values()))
+        sigma, df = calibration.same_seed_sigma([d for k, d in deltas.items() if k not in same_as])
         row.update(sigma_same=sigma, df=df)
         if metric in seed_doc:
             row["seed_sigma_diff"] = seed_doc[metric]["std"] * 2 ** 0.5
@@ -637,7 +640,8 @@ def same_seed(name: str, study: Study, runs: list[Run], paths: dict[str, str]) -
         metrics[metric] = row
     return {"study": {"what": study.about, "kind": "same-seed", "base": f"the committed run ({_head()})",
                       "machines": {label: r.machine for label, r in sorted(variants.items())},
-                      "variants": {label: f"{r.exp.what}; {r.machine}" for label, r in sorted(variants.items())}},
+                      "variants": {label: f"{r.exp.what}; {r.machine}" for label, r in sorted(variants.items())},
+                      "same_as": same_as},
             "runs": {"committed": base, **{f"variant:{k}": kept(r.metrics) for k, r in sorted(variants.items())}},
             "metrics": metrics}
 
@@ -653,8 +657,11 @@ def same_seed_markdown(doc: dict) -> str:
     lines = ["# Same-seed study", "", study["what"].strip() + ".", "", f"Base: {study['base']}. Variants: "
              + "; ".join(f"`{k}`: {v}" for k, v in study["variants"].items()) + ".", "",
              "sigma_same: the spread of a rerun's difference from the committed run (the variants' differences, "
-             "root mean square; degrees of freedom: the variants). seed: the seed study's spread of a difference of "
-             "two runs (std x sqrt 2, reports/spread/). Regenerate with `python tools/study.py same-seed all`.", "",
+             "root mean square; degrees of freedom: the distinct roundings, a variant whose models give every metric "
+             "of an earlier one counting once" + "".join(
+                 f"; {label} trained {other}'s models" for label, other in study.get("same_as", {}).items())
+             + "). seed: the seed study's spread of a difference of two runs (std x sqrt 2, reports/spread/). "
+             "Regenerate with `python tools/study.py same-seed all`.", "",
              "| metric | committed | " + " | ".join(labels) + " | sigma_same (df) | seed | ratio |",
              "|---|---:|" + "---:|" * (len(labels) + 3)]
     for metric, row in doc["metrics"].items():
