@@ -65,7 +65,7 @@ STAGES = ["train", "evaluate", "render_grids", "anomaly_kl_stats"]
 AARCH64_ROOT = Path(os.environ.get("MNIST_VAE_AARCH64_ROOT", Path.home() / ".cache/mnist-vae/aarch64"))
 # what chooses the libraries' kernels by hand (MKL's branch, ATen's and oneDNN's ISA): set by a
 # person, it could make fast mode's runs agree across CPUs and blunt the probe's teeth
-KERNEL_PINS = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+KERNEL_PINS = (*numerics.KERNEL_ENV, "ONEDNN_MAX_CPU_ISA")
 
 
 def outputs(model: str, stages: list[str]) -> list[str]:

@@ -304,19 +304,21 @@ def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     direct = out is not None and out.is_contiguous() and out.dtype == torch.float32 and tuple(out.shape) == shape \
         and out.device.type == "cpu"
     target = out if direct else torch.empty(shape, dtype=torch.float32) if cpu else None
+
+    def done(result: torch.Tensor) -> torch.Tensor:
+        return result if out is None or result is out else out.copy_(result)
+
     if cpu and k <= INT8_MAX_K and (bias is None or bias.device.type == "cpu") and engine() == "int8":
         if _product_int8(a, b, bias, target):
-            return target if out is None or direct else out.copy_(target)
+            return done(target)
     product = quantized64(a, -1) @ quantized64(b, -2)
     if _kernels["on"] and cpu and (bias is None or bias.is_contiguous()):
         from . import exact_kernels
 
         added = _NO_BIAS if bias is None else bias.detach()
         exact_kernels.round_add_into(product.numpy(), added.numpy(), target.numpy())
-        return target if out is None or direct else out.copy_(target)
-    result = product.float()
-    result = result if bias is None else result + bias
-    return result if out is None else out.copy_(result)
+        return done(target)
+    return done(product.float() if bias is None else product.float() + bias)
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -332,10 +334,12 @@ def linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
            out: torch.Tensor | None = None) -> torch.Tensor:
     """h W^T + b, the product by :func:`mm` (leading dimensions of h flattened and restored), the
     bias added in float32 after the product's one rounding; written into `out` where given (2-d h)."""
+    if out is not None and h.dim() == 2 and _f32(h) and _f32(weight):  # the training step's buffers
+        return _product(h, weight.t(), bias, out)
     lead = h.shape[:-1]
     flat = h.reshape(-1, h.shape[-1])
     if _f32(h) and _f32(weight):
-        result = _product(flat, weight.t(), bias, out if h.dim() == 2 else None)
+        result = _product(flat, weight.t(), bias)
     else:
         result = flat @ weight.t()
         if bias is not None:

@@ -40,6 +40,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 KERNELS = {"native": {}, "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
            "mkl-compatible": {"MKL_CBWR": "COMPATIBLE"},
            "generic": {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}}
+KERNEL_ENV = tuple(sorted({name for env in KERNELS.values() for name in env}))  # every variable they set
 
 _state: dict[str, Any] = {"mode": "fast", "record": None}
 
@@ -67,7 +68,7 @@ def environment(mode: str, threads: int | None, kernels: str = "native") -> dict
 
 
 def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
-    """Set up the `numerics` params (mode, threads) for this process and check that they took.
+    """Set up the `numerics` params (mode, threads, kernels) for this process and check that they took.
 
     Call it before the process imports torch: the thread counts are environment variables that
     the OpenMP and MKL runtimes read once (torch's own count is set and checked below either way).
@@ -77,7 +78,7 @@ def enter(cfg: Any, device: str = "cpu") -> dict[str, Any]:
     mode, threads, kernels = cfg.mode, cfg.threads, cfg.kernels
     os.environ.update(environment(mode, threads, kernels))
     if kernels == "native":  # a branch set by hand outside the params would be a rounding they do not name
-        for name in {k for env in KERNELS.values() for k in env}:
+        for name in KERNEL_ENV:
             os.environ.pop(name, None)
     import torch
 
@@ -273,8 +274,8 @@ def linear(h, weight, bias=None):
 
 def linear_into(out, h, weight, bias=None):
     """out = h W^T (+ b), the training step's products into its preallocated buffers. Universal
-    mode: exact.linear, copied in; fast mode: torch.addmm / torch.mm with out= (MKL's sgemm on a
-    CPU)."""
+    mode: exact.linear, written into them; fast mode: torch.addmm / torch.mm with out= (MKL's
+    sgemm on a CPU)."""
     import torch
 
     if _exact(h, weight):
